@@ -1,0 +1,5 @@
+"""The ``polly`` command."""
+
+from polly.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,114 @@
+"""polly's exception tree.
+
+Every error polly raises on purpose derives from :class:`PollyError`::
+
+    PollyError
+    ├── ConfigError                  bad settings: names the key path, the value and the rule
+    ├── DatabaseError
+    │   ├── DatabaseUnavailableError the database cannot be reached (URL shown redacted)
+    │   ├── SchemaError              the schema cannot be used or upgraded
+    │   └── PoolExhaustedError       no connection within the acquire timeout (names the limits)
+    ├── RedisError
+    │   ├── RedisUnavailableError    Redis cannot be reached, or the breaker is open
+    │   └── RedisPoolExhaustedError  no Redis connection within the acquire timeout
+    ├── GatewayError                 a Discord operation failed (see polly.engine.gateway)
+    │   ├── NotFoundError            404: the message, channel or reaction is gone
+    │   ├── ForbiddenError           403: the bot lacks a permission
+    │   ├── RateLimitedError         429: retry after ``retry_after_seconds``
+    │   └── ServerError              5xx or a transport failure: transient
+    ├── PollValidationError          a poll definition breaks a rule (lists every problem)
+    └── ShutdownTimeoutError         tasks that did not stop by the shutdown deadline
+
+Exhaustion is its own type, separate from failure: a saturated pool is an operational signal
+(raise the limit, find the holder), not a broken server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class PollyError(Exception):
+    """Base of every error polly raises on purpose."""
+
+
+class ConfigError(PollyError):
+    """Settings that cannot be used. ``problems`` holds one line per offending key."""
+
+    def __init__(self, problems: Sequence[str], source: str = "settings") -> None:
+        self.problems = tuple(problems)
+        self.source = source
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid {source} ({len(self.problems)} problem(s)):\n{lines}")
+
+
+class DatabaseError(PollyError):
+    """A database operation failed."""
+
+
+class DatabaseUnavailableError(DatabaseError):
+    """The database cannot be reached. The message carries the redacted URL only."""
+
+
+class SchemaError(DatabaseError):
+    """The database schema cannot be used or upgraded."""
+
+
+class PoolExhaustedError(DatabaseError):
+    """No pooled connection became free within the acquire timeout."""
+
+
+class RedisError(PollyError):
+    """A Redis operation failed."""
+
+
+class RedisUnavailableError(RedisError):
+    """Redis cannot be reached, or the circuit breaker is open."""
+
+
+class RedisPoolExhaustedError(RedisError):
+    """No Redis connection became free within the acquire timeout."""
+
+
+class GatewayError(PollyError):
+    """A Discord operation failed."""
+
+
+class NotFoundError(GatewayError):
+    """Discord answered 404: the object is gone (or never existed)."""
+
+
+class ForbiddenError(GatewayError):
+    """Discord answered 403: the bot lacks a permission."""
+
+
+class RateLimitedError(GatewayError):
+    """Discord answered 429. ``retry_after_seconds`` says when to try again."""
+
+    def __init__(self, message: str, retry_after_seconds: float) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class ServerError(GatewayError):
+    """Discord answered 5xx, or the transport failed: transient."""
+
+
+class PollValidationError(PollyError):
+    """A poll definition breaks one or more rules; ``problems`` lists all of them."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class ShutdownTimeoutError(PollyError):
+    """Tasks that had not stopped when the shutdown deadline passed."""
+
+    def __init__(self, task_names: Sequence[str], deadline_seconds: float) -> None:
+        self.task_names = tuple(task_names)
+        self.deadline_seconds = deadline_seconds
+        super().__init__(
+            f"{len(self.task_names)} task(s) still running after the {deadline_seconds:g} s shutdown "
+            f"deadline: {', '.join(self.task_names)}"
+        )
