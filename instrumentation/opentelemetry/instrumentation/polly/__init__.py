@@ -10,7 +10,6 @@ from collections.abc import Collection
 from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-
 from opentelemetry.instrumentation.polly.version import __version__
 
 __all__ = ["PollyInstrumentor", "__version__"]
