@@ -86,11 +86,11 @@ class SandboxVoters:
         start, steps = self._clock(), 0
         while True:
             elapsed = self._clock() - start
-            if (duration_seconds is not None and elapsed >= duration_seconds) or (
-                max_acts is not None and steps >= max_acts
-            ):
-                return steps
-            due = int(elapsed * self.events_per_second) - steps
+            finished = False
+            if duration_seconds is not None and elapsed >= duration_seconds:
+                finished, elapsed = True, duration_seconds
+            # the epsilon keeps float sums of tick lengths (0.1 = 0.0999…) from losing an act
+            due = int(elapsed * self.events_per_second + 1e-9) - steps
             if max_acts is not None:
                 due = min(due, max_acts - steps)
             if due > self._max_burst:  # a stall: drop the backlog beyond one burst
@@ -99,4 +99,6 @@ class SandboxVoters:
             for _ in range(max(due, 0)):
                 self.step()
                 steps += 1
+            if finished or (max_acts is not None and steps >= max_acts):
+                return steps
             await self._sleep(self._tick)
