@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -55,7 +56,9 @@ class Orphaner(Protocol):
 
 
 class VoteSink(Protocol):
-    async def handle(self, event: ReactionEvent, *, reconcile: bool = False) -> object: ...
+    async def handle(
+        self, event: ReactionEvent, *, reconcile: bool = False, observed_at: float | None = None
+    ) -> object: ...
 
 
 @dataclass(slots=True)
@@ -88,7 +91,9 @@ class Reconciler:
         orphan_after: timedelta,
         max_polls: int = 5_000,
         rng: random.Random | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._monotonic = monotonic
         self._store = store
         self._gateway = gateway
         self._votes = votes
@@ -172,6 +177,7 @@ class Reconciler:
             if report.calls >= self._budget:
                 return False
             report.calls += 1
+            observed_at = self._monotonic()
             page = await self._gateway.list_reaction_users(
                 poll.channel_id, poll.message_id, emoji, after=after, limit=MAX_REACTION_USERS_PAGE
             )
@@ -181,7 +187,7 @@ class Reconciler:
                 event = ReactionEvent(
                     "add", poll.server_id, poll.channel_id, poll.message_id, user.user_id, emoji, is_bot=False
                 )
-                outcome = await self._votes.handle(event, reconcile=True)
+                outcome = await self._votes.handle(event, reconcile=True, observed_at=observed_at)
                 if getattr(outcome, "changed", False):
                     report.votes_added += 1
             if len(page) < MAX_REACTION_USERS_PAGE:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from cachetools import TTLCache
 from sqlalchemy.exc import SQLAlchemyError
 
 from polly.engine.embeds import poll_embed
@@ -173,6 +174,9 @@ class VoteProcessor:
         confirmation_dms: bool = False,
         dm_limiter: DmLimiter | None = None,
         on_outcome: Callable[[ReactionEvent, VoteOutcome], None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        max_recent_removals: int = 100_000,
+        recent_removal_seconds: float = 900.0,
     ) -> None:
         self._store = store
         self._gateway = gateway
@@ -183,11 +187,31 @@ class VoteProcessor:
         self._on_outcome = on_outcome
         self.stats = VoteStats()
         self._queues: list[asyncio.Queue[ReactionEvent]] = []
+        self._monotonic = monotonic
+        # When each (message, user, emoji) reaction was last seen removed by the user: a reconcile
+        # pass that listed the reaction before that moment must not bring the vote back.
+        self._removed_at: TTLCache[tuple[int, int, str], float] = TTLCache(
+            maxsize=max_recent_removals, ttl=recent_removal_seconds, timer=monotonic
+        )
 
-    async def handle(self, event: ReactionEvent, *, reconcile: bool = False) -> VoteOutcome | None:
-        """Apply one event. Returns the outcome, or ``None`` for bots' reactions."""
+    async def handle(
+        self, event: ReactionEvent, *, reconcile: bool = False, observed_at: float | None = None
+    ) -> VoteOutcome | None:
+        """Apply one event. Returns the outcome, or ``None`` for bots' reactions and stale reconciles.
+
+        ``reconcile`` events only ever add; ``observed_at`` (monotonic seconds) is when the reconciler
+        read the reaction, and the event is dropped if the user removed that reaction since.
+        """
         self.stats.events += 1
         if event.is_bot or event.user_id == self._bot_id():
+            return None
+        key = (event.message_id, event.user_id, event.emoji)
+        if event.kind == "remove":
+            self._removed_at[key] = self._monotonic()
+        elif (
+            reconcile and observed_at is not None and self._removed_at.get(key, float("-inf")) >= observed_at
+        ):
+            self.stats.count("ignored_stale_reconcile")
             return None
         outcome = await self._store.apply_reaction(
             event.message_id,
