@@ -175,8 +175,8 @@ class VoteProcessor:
         dm_limiter: DmLimiter | None = None,
         on_outcome: Callable[[ReactionEvent, VoteOutcome], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
-        max_recent_removals: int = 100_000,
-        recent_removal_seconds: float = 900.0,
+        max_recent_removals: int = 20_000,
+        recent_removal_seconds: float = 120.0,
     ) -> None:
         self._store = store
         self._gateway = gateway
@@ -269,6 +269,11 @@ class VoteProcessor:
             self.stats.dms_sent += 1
         except GatewayError:
             self.stats.dms_skipped += 1
+
+    @property
+    def queued(self) -> int:
+        """Events waiting in the worker queues."""
+        return sum(q.qsize() for q in self._queues)
 
     def partitions(self, workers: int, max_queued: int) -> list[asyncio.Queue[ReactionEvent]]:
         """Create the per-worker queues (bounded by ``max_queued`` in all) before running the loops."""
