@@ -77,18 +77,10 @@ class CacheSignals:
 
     def _caches(self) -> list[CacheStats]:
         caches = [c for c in self._registry.collect("cache") if isinstance(c, CacheStats)]
-        for redis in self._redis():
-            caches.append(
-                CacheStats(
-                    FALLBACK_CACHE,
-                    redis.fallback_cache_size,
-                    redis.fallback_cache_max,
-                    redis.fallback_hits,
-                    0,
-                    0,
-                    0,
-                )
-            )
+        caches.extend(
+            CacheStats(FALLBACK_CACHE, r.fallback_cache_size, r.fallback_cache_max, r.fallback_hits, 0, 0, 0)
+            for r in self._redis()
+        )
         return caches
 
     def _redis(self) -> list[RedisStats]:

@@ -191,11 +191,16 @@ class PoolSignals:
 
     # --- reading ----------------------------------------------------------------------------------
 
-    def snapshot(self) -> list[tuple[PoolStats, bool]]:
-        """``(stats, from_polly)`` for every pool, deduplicated by name; cached ``SNAPSHOT_MAX_AGE``."""
+    def snapshot(self, refresh: bool = False) -> list[tuple[PoolStats, bool]]:
+        """``(stats, from_polly)`` for every pool, deduplicated by name.
+
+        The SDK calls callbacks in registration order, so the first pool callback of a collection
+        (``db.client.connection.count``) refreshes and the others reuse that read (if younger than
+        ``SNAPSHOT_MAX_AGE``): one read of each pool per collection.
+        """
         now = self._clock()
         with self._lock:
-            if self._cache is not None and now - self._cache[0] <= SNAPSHOT_MAX_AGE:
+            if not refresh and self._cache is not None and now - self._cache[0] <= SNAPSHOT_MAX_AGE:
                 return self._cache[1]
             sources = list(self._sources.values())
         seen: set[str] = set()
@@ -231,7 +236,7 @@ class PoolSignals:
             return ()
         native_redis = redis_native_connection_count()
         out: list[Observation] = []
-        for stats, from_polly in self.snapshot():
+        for stats, from_polly in self.snapshot(refresh=True):
             if native_redis and stats.system == "redis" and not from_polly:
                 continue
             base = {POOL: stats.name, SYSTEM: stats.system}

@@ -115,12 +115,16 @@ class ProcessSignals:
             name, [self._callback(name, read)], unit=unit, description=description
         )
 
-    def snapshot(self) -> ProcessSnapshot | None:
-        """A snapshot at most ``SNAPSHOT_MAX_AGE`` old; ``None`` if psutil fails (logged once)."""
+    def snapshot(self, refresh: bool = False) -> ProcessSnapshot | None:
+        """A snapshot at most ``SNAPSHOT_MAX_AGE`` old; ``None`` if psutil fails (logged once).
+
+        The first process callback of a collection (``process.memory.usage``, registered first)
+        refreshes; the others reuse that read.
+        """
         now = self._clock()
         with self._lock:
             cached = self._snapshot
-            if cached is not None and now - cached[0] <= SNAPSHOT_MAX_AGE:
+            if not refresh and cached is not None and now - cached[0] <= SNAPSHOT_MAX_AGE:
                 return cached[1]
             try:
                 snap = read_snapshot(self._process)
@@ -135,7 +139,7 @@ class ProcessSignals:
         def callback(_options: CallbackOptions) -> Iterable[Observation]:
             if not self.active or system_metrics_owns(name):
                 return ()
-            snap = self.snapshot()
+            snap = self.snapshot(refresh=name == "process.memory.usage")
             if snap is None:
                 return ()
             return [Observation(value, attrs) for value, attrs in read(snap)]
@@ -144,7 +148,7 @@ class ProcessSignals:
 
     def sample_rss(self) -> None:
         """Loop-side hook: feed the RSS growth window (and its warning)."""
-        snap = self.snapshot()
+        snap = self.snapshot(refresh=True)
         if snap is not None:
             self.rss.add(snap.rss)
 
