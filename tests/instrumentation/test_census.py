@@ -27,6 +27,9 @@ class FakeGc:
     def get_objects(self, generation: int | None = None) -> list[object]:
         return list(self.objects) if generation == 2 else []
 
+    def isenabled(self) -> bool:
+        return False
+
 
 def test_type_names_stay_bounded_across_10000_censuses_of_a_churning_heap(
     telemetry: Telemetry, provider: Provider, monkeypatch: pytest.MonkeyPatch
@@ -142,6 +145,23 @@ def test_memory_profiler_log_format(telemetry: Telemetry, caplog: pytest.LogCapt
     assert lines[1] == "Top 5 by object count:"
     assert lines[7] == "Top 5 by memory usage:"
     assert all(line.endswith(" MB") for line in lines[8:])
+
+
+def test_census_defers_collections_and_restores_the_collector(telemetry: Telemetry) -> None:
+    import gc
+
+    assert gc.isenabled()
+    steps = telemetry.census._steps()
+    next(iter(steps))
+    assert not gc.isenabled()  # deferred while the listing is alive
+    steps.close()  # abandoned mid-way: restored all the same
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        telemetry.census.census_now()
+        assert not gc.isenabled()  # an application that disabled gc keeps it disabled
+    finally:
+        gc.enable()
 
 
 def test_census_never_forces_a_collection(telemetry: Telemetry, monkeypatch: pytest.MonkeyPatch) -> None:

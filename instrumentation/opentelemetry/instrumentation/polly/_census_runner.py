@@ -18,7 +18,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
@@ -48,7 +48,7 @@ class CensusRunner:
         max_type_names: int,
         consecutive_snapshots: int,
         log_snapshots: bool,
-        chunk_size: int = 100_000,
+        chunk_size: int = 50_000,
         sample_size: int = 10_000,
     ) -> None:
         self.interval_seconds = interval_seconds
@@ -103,7 +103,7 @@ class CensusRunner:
 
     # --- running ----------------------------------------------------------------------------------
 
-    def _steps(self) -> Iterable[CensusResult | None]:
+    def _steps(self) -> Generator[CensusResult | None, None, None]:
         return census_steps(self.budget, self.top_n, chunk_size=self.chunk_size, sample_size=self.sample_size)
 
     def census_now(self) -> CensusResult:
