@@ -162,7 +162,7 @@ def whole_instrumentation(interval: float = 60.0) -> tuple[float, float, float]:
     telemetry = Telemetry(provider.get_meter("bench"), Options(), StatsRegistry())
     try:
         census_cpu = cpu(telemetry.census.census_now, repeat=2)
-        hooks_cpu = cpu(telemetry.census._run_hooks, repeat=3)
+        hooks_cpu = cpu(telemetry.census._run_hooks, repeat=3)  # noqa: SLF001 - the hooks alone
         collect_cpu = cpu(reader.get_metrics_data, repeat=3)
     finally:
         telemetry.stop()
@@ -191,19 +191,27 @@ def main() -> None:
         print(f"objgraph.most_common_types    {og:7.1f} ns/object   (short names: merges same-named classes)")
         print(f"  same, shortnames=False      {og_long:7.1f} ns/object   (module-qualified, as the census)")
         print(f"polly census (counts + sizes) {ours:7.1f} ns/object   target <= 100")
-        print(f"  ratio: census / get_objects {ours / floor:5.2f}x; objgraph / census {og / ours:5.2f}x, "
-              f"objgraph long names / census {og_long / ours:5.2f}x (target >= 4); "
-              f"getsizeof loop / census {sizeof / ours:5.2f}x")
+        print(
+            f"  ratio: census / get_objects {ours / floor:5.2f}x; objgraph / census {og / ours:5.2f}x, "
+            f"objgraph long names / census {og_long / ours:5.2f}x (target >= 4); "
+            f"getsizeof loop / census {sizeof / ours:5.2f}x"
+        )
         stall, longest, pause = asyncio.run(loop_lag())
-        print(f"longest loop stall (1 ms probe lateness) {stall * 1e3:6.1f} ms; longest census slice "
-              f"{longest * 1e3:6.1f} ms; longest gc pause in the window {pause * 1e3:.1f} ms   target <= 50 ms")
+        print(
+            f"longest loop stall (1 ms probe lateness) {stall * 1e3:6.1f} ms; longest census slice "
+            f"{longest * 1e3:6.1f} ms; longest gc pause in the window {pause * 1e3:.1f} ms   target <= 50 ms"
+        )
         peak, left = peak_memory()
-        print(f"extra peak memory {peak / n:5.2f} B/object ({peak / 2**20:.1f} MiB); left afterwards "
-              f"{left / 2**10:.1f} KiB   target <= 16 B/object")
+        print(
+            f"extra peak memory {peak / n:5.2f} B/object ({peak / 2**20:.1f} MiB); left afterwards "
+            f"{left / 2**10:.1f} KiB   target <= 16 B/object"
+        )
         if size == 1_000_000 or size == min(int(s) for s in args.sizes.split(",")):
             c, k, share = whole_instrumentation()
-            print(f"whole instrumentation, defaults: census {c * 1e3:.1f} ms + collect/hooks {k * 1e3:.1f} ms "
-                  f"per 60 s = {share:.3f} % of one core   target <= 0.5 %")
+            print(
+                f"whole instrumentation, defaults: census {c * 1e3:.1f} ms + collect/hooks {k * 1e3:.1f} ms "
+                f"per 60 s = {share:.3f} % of one core   target <= 0.5 %"
+            )
 
 
 if __name__ == "__main__":

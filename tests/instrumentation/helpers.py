@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Metric
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, Metric
 
 SCOPE = "opentelemetry.instrumentation.polly"
 
@@ -31,7 +31,7 @@ def points(metric: Metric) -> dict[frozenset[tuple[str, Any]], Any]:
     out: dict[frozenset[tuple[str, Any]], Any] = {}
     for p in metric.data.data_points:
         key = frozenset((p.attributes or {}).items())
-        out[key] = (p.count, p.sum) if hasattr(p, "bucket_counts") else p.value
+        out[key] = (p.count, p.sum) if isinstance(p, HistogramDataPoint) else getattr(p, "value", None)
     return out
 
 

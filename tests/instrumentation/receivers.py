@@ -9,7 +9,7 @@ from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import grpc
+import grpc  # type: ignore[import-untyped]  # grpcio ships no stubs
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as pb
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc as pb_grpc
 
@@ -50,11 +50,13 @@ class Received:
             return len(self.requests)
 
 
-class _Servicer(pb_grpc.MetricsServiceServicer):  # type: ignore[misc]
+class _Servicer(pb_grpc.MetricsServiceServicer):
     def __init__(self, received: Received) -> None:
         self.received = received
 
-    def Export(self, request: pb.ExportMetricsServiceRequest, context: Any) -> pb.ExportMetricsServiceResponse:  # noqa: N802 - the proto's name
+    def Export(  # noqa: N802 - the proto's method name
+        self, request: pb.ExportMetricsServiceRequest, context: Any
+    ) -> pb.ExportMetricsServiceResponse:
         self.received.add(request)
         return pb.ExportMetricsServiceResponse()
 
@@ -67,7 +69,9 @@ class GrpcReceiver:
 
     def start(self) -> None:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        pb_grpc.add_MetricsServiceServicer_to_server(_Servicer(self.received), server)
+        pb_grpc.add_MetricsServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            _Servicer(self.received), server
+        )
         server.add_insecure_port(f"127.0.0.1:{self.port}")
         server.start()
         self.server = server
@@ -93,7 +97,7 @@ class HttpReceiver:
         received = self.received
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)

@@ -41,7 +41,9 @@ def test_type_names_stay_bounded_across_10000_censuses_of_a_churning_heap(
     for i in range(10_000):
         # every census: 6 brand-new classes with 3..8 instances each, plus a steady one
         fresh = [type(f"Churn{i}_{j}", (), {}) for j in range(6)]
-        fake.objects = [cls() for j, cls in enumerate(fresh) for _ in range(3 + j)] + [Steady() for _ in range(2)]
+        fake.objects = [cls() for j, cls in enumerate(fresh) for _ in range(3 + j)] + [
+            Steady() for _ in range(2)
+        ]
         telemetry.census.census_now()
         if i % 500 == 0 or i == 9_999:
             for metric in collect(provider[1]).values():
@@ -168,7 +170,12 @@ def test_census_never_forces_a_collection(telemetry: Telemetry, monkeypatch: pyt
     import gc
 
     calls: list[Any] = []
-    monkeypatch.setattr(gc, "collect", lambda *a: calls.append(a) or 0)
+
+    def fake_collect(*a: Any) -> int:
+        calls.append(a)
+        return 0
+
+    monkeypatch.setattr(gc, "collect", fake_collect)
     telemetry.census.census_now()
     telemetry.process.sample_rss()
     assert calls == []

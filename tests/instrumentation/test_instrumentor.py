@@ -30,18 +30,25 @@ def test_instrument_by_hand_and_uninstrument(
     later = create_engine(sqlite_url, pool_size=1, max_overflow=0, pool_logging_name="later")
     stats_registry.register("cache", "c", lambda: CacheStats("c", 1, 2, 3, 4, 5, 6))
     instrumentor.instrument(
-        meter_provider=provider, engines=[engine], registry=stats_registry, options=Options(interval_seconds=3600)
+        meter_provider=provider,
+        engines=[engine],
+        registry=stats_registry,
+        options=Options(interval_seconds=3600),
     )
     telemetry = instrumentor.telemetry
     assert telemetry is not None
     assert telemetry._thread is not None  # no loop at instrument time: the census thread
     assert instrumentor.register_engine(later) == "later"
-    pools = {dict(k)["db.client.connection.pool.name"] for k in points(collect(reader)["db.client.connection.max"])}
+    pools = {
+        dict(k)["db.client.connection.pool.name"] for k in points(collect(reader)["db.client.connection.max"])
+    }
     assert pools == {"first", "later"}
     assert "polly.cache.hits" in collect(reader)
     instrumentor.uninstrument()
     assert telemetry._thread is None or not telemetry._thread.is_alive()
-    observable = {n for n, m in collect(reader).items() if not hasattr(m.data.data_points[0], "bucket_counts")}
+    observable = {
+        n for n, m in collect(reader).items() if not hasattr(m.data.data_points[0], "bucket_counts")
+    }
     assert observable == set()
     with pytest.raises(RuntimeError, match="instrument"):
         instrumentor.register_engine(later)
@@ -75,7 +82,7 @@ async def test_instrument_inside_a_loop_runs_the_census_there(
     provider.shutdown()
 
 
-def _fake_system_metrics(config: dict[str, object] | None) -> types.ModuleType:
+def _fake_system_metrics(config: dict[str, None] | None) -> types.ModuleType:
     module = types.ModuleType("opentelemetry.instrumentation.system_metrics")
 
     class SystemMetricsInstrumentor:
@@ -95,8 +102,14 @@ def test_process_and_gc_left_to_system_metrics(
     provider, reader = new_provider()
     instrumentor.instrument(meter_provider=provider, registry=stats_registry)
     assert "process.memory.usage" in collect(reader)
-    config = {"process.memory.usage": None, "process.open_file_descriptor.count": None, "cpython.gc.collections": None}
-    monkeypatch.setitem(sys.modules, "opentelemetry.instrumentation.system_metrics", _fake_system_metrics(config))
+    config = {
+        "process.memory.usage": None,
+        "process.open_file_descriptor.count": None,
+        "cpython.gc.collections": None,
+    }
+    monkeypatch.setitem(
+        sys.modules, "opentelemetry.instrumentation.system_metrics", _fake_system_metrics(config)
+    )
     names = set(collect(reader))
     assert "process.memory.usage" not in names
     assert "process.unix.file_descriptor.count" not in names
@@ -108,5 +121,3 @@ def test_process_and_gc_left_to_system_metrics(
 
 def test_instrumentor_dependencies_are_empty() -> None:
     assert tuple(PollyInstrumentor().instrumentation_dependencies()) == ()
-
-

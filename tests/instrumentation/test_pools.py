@@ -21,7 +21,11 @@ STATE = "db.client.connection.state"
 
 def _counts(reader: InMemoryMetricReader, pool: str) -> tuple[int, int]:
     metric = collect(reader)["db.client.connection.count"]
-    found = {dict(k)[STATE]: v for k, v in points(metric).items() if dict(k)["db.client.connection.pool.name"] == pool}
+    found = {
+        dict(k)[STATE]: v
+        for k, v in points(metric).items()
+        if dict(k)["db.client.connection.pool.name"] == pool
+    }
     return found["idle"], found["used"]
 
 
@@ -80,9 +84,13 @@ def test_postgres_pool_gauges_survive_invalidate_detach_dispose(
         name = telemetry.pools.add_engine(engine)
         assert "@" not in name
         assert name.startswith("127.0.0.1:5432/")
-        assert value(collect(provider[1])["db.client.connection.max"], **{
-            "db.client.connection.pool.name": name, "db.system.name": "postgresql"
-        }) == 3
+        assert (
+            value(
+                collect(provider[1])["db.client.connection.max"],
+                **{"db.client.connection.pool.name": name, "db.system.name": "postgresql"},
+            )
+            == 3
+        )
     finally:
         engine.dispose()
 
@@ -90,7 +98,9 @@ def test_postgres_pool_gauges_survive_invalidate_detach_dispose(
 async def test_async_engine_is_read_through_its_sync_pool(
     sqlite_url: str, telemetry: Telemetry, provider: Provider
 ) -> None:
-    engine = create_async_engine(sqlite_url.replace("sqlite://", "sqlite+aiosqlite://", 1), pool_size=2, max_overflow=0)
+    engine = create_async_engine(
+        sqlite_url.replace("sqlite://", "sqlite+aiosqlite://", 1), pool_size=2, max_overflow=0
+    )
     name = telemetry.pools.add_engine(engine, name="async-main")
     try:
         async with engine.connect() as conn:
@@ -102,7 +112,10 @@ async def test_async_engine_is_read_through_its_sync_pool(
 
 
 def test_duplicate_names_are_emitted_once(
-    sqlite_url: str, telemetry: Telemetry, provider: Provider, stats_registry: StatsRegistry,
+    sqlite_url: str,
+    telemetry: Telemetry,
+    provider: Provider,
+    stats_registry: StatsRegistry,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     engine = create_engine(sqlite_url, pool_size=2, max_overflow=0, pool_logging_name="main")

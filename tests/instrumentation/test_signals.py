@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
+from pathlib import Path
 
 import psutil
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -30,7 +30,10 @@ def test_process_metrics_follow_semconv(telemetry: Telemetry, provider: Provider
     assert metrics["process.cpu.time"].unit == "s"
     assert value(metrics["process.thread.count"]) >= 1
     assert metrics["process.thread.count"].unit == "{thread}"
-    assert abs(value(metrics["process.unix.file_descriptor.count"]) - len(os.listdir("/proc/self/fd"))) <= 2
+    assert (
+        abs(value(metrics["process.unix.file_descriptor.count"]) - len(list(Path("/proc/self/fd").iterdir())))
+        <= 2
+    )
     assert metrics["process.unix.file_descriptor.count"].unit == "{file_descriptor}"
     types = {dict(k)["process.context_switch.type"] for k in points(metrics["process.context_switches"])}
     assert types == {"voluntary", "involuntary"}
@@ -132,7 +135,9 @@ def test_tasks_from_polly_supervisor(
     assert metrics["polly.task.restarts"].unit == "{restart}"
 
 
-def test_task_names_are_bounded(telemetry: Telemetry, provider: Provider, stats_registry: StatsRegistry) -> None:
+def test_task_names_are_bounded(
+    telemetry: Telemetry, provider: Provider, stats_registry: StatsRegistry
+) -> None:
     names = tuple((f"t{i}", 1) for i in range(500))
     stats_registry.register("tasks", "supervisor", lambda: TaskStats(names, 0, 0, 0, 0, 0))
     counts = points(collect(provider[1])["polly.task.count"])
@@ -202,13 +207,17 @@ def test_rss_growth_rate_is_exported(telemetry: Telemetry, provider: Provider) -
     assert value(growth) == 10_000.0
 
 
-def test_stop_silences_everything(telemetry: Telemetry, provider: Provider, stats_registry: StatsRegistry) -> None:
+def test_stop_silences_everything(
+    telemetry: Telemetry, provider: Provider, stats_registry: StatsRegistry
+) -> None:
     stats_registry.register("cache", "c", lambda: CacheStats("c", 1, 2, 3, 4, 5, 6))
     telemetry.census.census_now()
     assert collect(provider[1])
     telemetry.stop()
     stats_registry.record_duration("use_time", "p", "sqlite", 1.0)
     remaining = {
-        name for name, m in collect(provider[1]).items() if not hasattr(m.data.data_points[0], "bucket_counts")
+        name
+        for name, m in collect(provider[1]).items()
+        if not hasattr(m.data.data_points[0], "bucket_counts")
     }
     assert remaining == set()

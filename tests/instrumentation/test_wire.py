@@ -11,7 +11,7 @@ import logging
 import time
 import tracemalloc
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from polly.config import GeneralSettings, MonitoringSettings, OtlpSettings, Settings
@@ -23,9 +23,12 @@ from tests.instrumentation.receivers import GrpcReceiver, HttpReceiver, Received
 LOGGER = "opentelemetry.instrumentation.polly"
 
 
-def _settings(endpoint: str, protocol: str) -> Settings:
+def _settings(endpoint: str, protocol: Literal["grpc", "http/protobuf"]) -> Settings:
     otlp = OtlpSettings(
-        endpoint=endpoint, protocol=protocol, export_interval_seconds=1.0, timeout_seconds=1.0,  # type: ignore[arg-type]
+        endpoint=endpoint,
+        protocol=protocol,
+        export_interval_seconds=1.0,
+        timeout_seconds=1.0,
         export_timeout_seconds=3.0,
     )
     monitoring = MonitoringSettings(otlp=otlp, service_instance_id="wire-1")
@@ -41,7 +44,7 @@ def receiver(request: pytest.FixtureRequest) -> Iterator[GrpcReceiver | HttpRece
     rec.stop()
 
 
-def _protocol(receiver: GrpcReceiver | HttpReceiver) -> str:
+def _protocol(receiver: GrpcReceiver | HttpReceiver) -> Literal["grpc", "http/protobuf"]:
     return "grpc" if isinstance(receiver, GrpcReceiver) else "http/protobuf"
 
 
