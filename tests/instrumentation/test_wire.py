@@ -166,3 +166,25 @@ def test_disabled_monitoring_is_a_no_op(stats_registry: StatsRegistry) -> None:
     assert not handle.enabled
     assert handle.census_now() is None
     handle.shutdown()
+
+
+def test_prometheus_scrape_endpoint_on_loopback(stats_registry: StatsRegistry) -> None:
+    import urllib.request
+
+    from polly.config import PrometheusSettings
+
+    port = free_port()
+    monitoring = MonitoringSettings(prometheus=PrometheusSettings(enabled=True, port=port))
+    handle = start_telemetry(Settings(general=GeneralSettings(monitoring=monitoring)), stats=stats_registry)
+    try:
+        handle.census_now()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            body = response.read().decode()
+        assert "process_memory_usage_bytes" in body
+        assert any(
+            line.startswith("polly_gc_object_count{") and 'polly_gc_object_type="other"' in line
+            for line in body.splitlines()
+        )
+        assert "cpython_gc_collections_total" in body
+    finally:
+        handle.shutdown()
