@@ -1,0 +1,55 @@
+"""Every metric an alert or a dashboard queries is one docs/metrics.md lists, with its documented labels.
+
+A renamed metric or attribute in the instrumentation breaks this test until deploy/ follows. Names
+are mapped through the collector's Prometheus translation (tests/deploy/promnames.py).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.deploy.deployfiles import alert_rules, dashboard_queries
+from tests.deploy.promnames import BUILTIN_SERIES, MetricSpec, label_name, selectors, series_index
+
+#: Labels every series has or PromQL makes: the scrape's, the histogram bucket's, the scope's.
+COMMON_LABELS = frozenset({"job", "instance", "le", "__name__", "otel_scope_name", "otel_scope_version"})
+QUERIES = [(f"alert {name}", expr) for name, expr in alert_rules()] + dashboard_queries()
+
+
+def _labels(spec: MetricSpec) -> set[str]:
+    return {label_name(a) for a in spec.attributes} | COMMON_LABELS
+
+
+@pytest.mark.parametrize(("where", "expr"), QUERIES, ids=[w for w, _ in QUERIES])
+def test_query_uses_documented_metrics_and_labels(where: str, expr: str, metric_specs: list[MetricSpec]) -> None:
+    index = series_index(metric_specs)
+    found = selectors(expr)
+    assert found, f"{where}: no metric selector found in {expr!r}"
+    used: list[MetricSpec] = []
+    for selector in found:
+        assert selector.name is not None, f"{where}: selector without a metric name: {selector.text}"
+        if selector.name in BUILTIN_SERIES:
+            continue
+        assert selector.name in index, (
+            f"{where}: {selector.name} is not a metric docs/metrics.md lists "
+            f"(known: {', '.join(sorted(index))})"
+        )
+        spec = index[selector.name]
+        used.append(spec)
+        for label in re.findall(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)", selector.matchers):
+            assert label in _labels(spec), f"{where}: {spec.name} has no attribute for label {label!r}"
+    allowed = set().union(*(_labels(s) for s in used)) if used else set(COMMON_LABELS)
+    for group in re.findall(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)", expr):
+        for label in filter(None, (g.strip() for g in group.split(","))):
+            assert label in allowed, f"{where}: groups by {label!r}, which none of its metrics has"
+
+
+def test_a_renamed_metric_is_caught(metric_specs: list[MetricSpec]) -> None:
+    renamed = [MetricSpec(s.name + ".renamed", s.kind, s.unit, s.attributes) if s.name == "process.memory.usage" else s
+               for s in metric_specs]
+    index = series_index(renamed)
+    used = {sel.name for _, expr in QUERIES for sel in selectors(expr)}
+    assert "process_memory_usage_bytes" in used
+    assert "process_memory_usage_bytes" not in index
