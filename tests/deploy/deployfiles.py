@@ -20,7 +20,11 @@ METRICS_DOC_ENV = "POLLY_TEST_METRICS_DOC"
 def alert_rules() -> list[tuple[str, str]]:
     """(alert name, PromQL expression) of every rule in the rules file."""
     doc = yaml.safe_load(RULES.read_text(encoding="utf-8"))
-    return [(rule.get("alert") or rule["record"], rule["expr"]) for group in doc["groups"] for rule in group["rules"]]
+    return [
+        (rule.get("alert") or rule["record"], rule["expr"])
+        for group in doc["groups"]
+        for rule in group["rules"]
+    ]
 
 
 def _panels(panels: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -51,7 +55,7 @@ def dashboard_variables(path: Path) -> list[tuple[str, str]]:
         query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
         match = re.fullmatch(r"\s*label_values\((.*),\s*[a-zA-Z_][a-zA-Z0-9_]*\s*\)\s*", query, re.DOTALL)
         if match is None:
-            msg = f"variable {var['name']}: only label_values(<selector>, <label>) queries are checked: {query!r}"
+            msg = f"variable {var['name']}: only label_values(<selector>, <label>) is supported: {query!r}"
             raise ValueError(msg)
         found.append((var["name"], match.group(1)))
     return found

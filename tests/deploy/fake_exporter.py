@@ -47,8 +47,10 @@ VOCABULARY: dict[str, Sequence[str | int]] = {
 
 def attribute_sets(spec: MetricSpec) -> list[dict[str, str | int]]:
     """Every combination of the vocabulary of ``spec``'s attributes (one empty set when it has none)."""
-    values = [VOCABULARY.get(attr, (f"{attr.rsplit('.', 1)[-1]}-1", f"{attr.rsplit('.', 1)[-1]}-2"))
-              for attr in spec.attributes]
+    values = [
+        VOCABULARY.get(attr, (f"{attr.rsplit('.', 1)[-1]}-1", f"{attr.rsplit('.', 1)[-1]}-2"))
+        for attr in spec.attributes
+    ]
     return [dict(zip(spec.attributes, combo, strict=True)) for combo in itertools.product(*values)]
 
 
@@ -77,15 +79,16 @@ def serve(doc: Path, port: int) -> None:
     start = time.monotonic()
     histograms = []
     for spec in specs:
-        kwargs = {"unit": spec.unit, "description": f"{spec.name} (synthetic)"}
+        unit, description = spec.unit, f"{spec.name} (synthetic)"
         if spec.kind == "counter":
-            meter.create_observable_counter(spec.name, [_observer(spec, start)], **kwargs)
+            meter.create_observable_counter(spec.name, [_observer(spec, start)], unit, description)
         elif spec.kind == "updowncounter":
-            meter.create_observable_up_down_counter(spec.name, [_observer(spec, start)], **kwargs)
+            meter.create_observable_up_down_counter(spec.name, [_observer(spec, start)], unit, description)
         elif spec.kind == "gauge":
-            meter.create_observable_gauge(spec.name, [_observer(spec, start)], **kwargs)
+            meter.create_observable_gauge(spec.name, [_observer(spec, start)], unit, description)
         else:
-            histograms.append((meter.create_histogram(spec.name, **kwargs), attribute_sets(spec)))
+            histogram = meter.create_histogram(spec.name, unit=unit, description=description)
+            histograms.append((histogram, attribute_sets(spec)))
     server, thread = start_http_server(port, addr="127.0.0.1")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -282,7 +282,7 @@ def _next_word(expr: str, i: int) -> str:
     return match.group(0).lower() if match else ""
 
 
-def selectors(expr: str) -> list[Selector]:
+def selectors(expr: str) -> list[Selector]:  # noqa: PLR0912 - one branch per token kind reads best
     """Every vector selector in the PromQL ``expr``, in order."""
     found: list[Selector] = []
     i = 0
@@ -313,7 +313,11 @@ def selectors(expr: str) -> list[Selector]:
             word = match.group(0)
             i = match.end()
             previous_ident = word
-            if word.lower() in KEYWORDS or _next_non_space(expr, i) == "(" or _next_word(expr, i) in _AGG_MODIFIERS:
+            if (
+                word.lower() in KEYWORDS
+                or _next_non_space(expr, i) == "("
+                or _next_word(expr, i) in _AGG_MODIFIERS
+            ):
                 continue
             matchers = ""
             j = i

@@ -15,11 +15,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]  # no stubs in the dev group; used for one call
 import pytest
 import yaml
-
 from polly.config import OTEL_ENV, UPSTREAM_ENV, EngineSettings
+
 from tests.deploy.deployfiles import DEPLOY, ROOT
 
 COMPOSE = DEPLOY / "compose.yaml"
@@ -51,7 +51,8 @@ def _env_example() -> dict[str, str]:
 def test_every_yaml_and_json_file_parses(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    assert isinstance(doc, dict) and doc, f"{path} is empty or not a mapping"
+    assert isinstance(doc, dict), f"{path} is not a mapping"
+    assert doc, f"{path} is empty"
 
 
 def test_compose_validates_against_the_compose_specification() -> None:
@@ -77,7 +78,9 @@ def test_compose_has_the_whole_stack_with_pinned_images() -> None:
             continue
         image = service["image"]
         tag = image.rpartition(":")[2]
-        assert ":" in image and tag != "latest" and re.search(r"\d+\.\d+", tag), f"{name}: {image} is not pinned"
+        assert ":" in image, f"{name}: {image} has no tag"
+        assert tag != "latest", f"{name}: {image} is not pinned"
+        assert re.search(r"\d+\.\d+", tag), f"{name}: {image} is not pinned to a version"
 
 
 def test_compose_health_checks_and_named_volumes() -> None:
@@ -90,7 +93,9 @@ def test_compose_health_checks_and_named_volumes() -> None:
     for name, service in services.items():
         for volume in service.get("volumes", []):
             source = volume.split(":", 1)[0]
-            assert source.startswith("./") or source in named, f"{name}: {volume} is neither a config file nor named"
+            assert source.startswith("./") or source in named, (
+                f"{name}: {volume} is neither a config file nor named"
+            )
     assert {"postgres-data", "redis-data", "prometheus-data", "grafana-data"} <= named
 
 
@@ -98,7 +103,8 @@ def test_published_ports_bind_to_loopback_by_default() -> None:
     ports = [(name, p) for name, s in _compose()["services"].items() for p in s.get("ports", [])]
     assert ports, "nothing is published"
     for name, port in ports:
-        assert isinstance(port, str) and port.startswith(LOOPBACK_BIND), f"{name}: {port} may bind to all addresses"
+        assert isinstance(port, str), f"{name}: {port} is not in HOST:HOST_PORT:PORT form"
+        assert port.startswith(LOOPBACK_BIND), f"{name}: {port} may bind to all addresses"
     assert "postgres" not in {name for name, _ in ports}
     assert "redis" not in {name for name, _ in ports}
     assert _env_example()["BIND_ADDRESS"] == "127.0.0.1"
@@ -129,7 +135,8 @@ def test_dockerfile_is_multi_stage_locked_and_non_root() -> None:
     assert len(re.findall(r"^FROM ", text, re.MULTILINE)) >= 3
     assert re.search(r"uv sync --locked", text)
     users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
-    assert users and users[-1].split(":")[0] not in {"root", "0"}
+    assert users, "the image runs as root"
+    assert users[-1].split(":")[0] not in {"root", "0"}
     assert re.search(r'^CMD \["polly", "run"\]', text, re.MULTILINE)
 
 
@@ -159,10 +166,14 @@ def test_systemd_unit_verifies() -> None:
         pytest.skip("systemd-analyze not installed")
     result = subprocess.run(
         [analyze, "verify", "--man=no", str(DEPLOY / "systemd" / "polly.service")],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     problems = [
-        line for line in (result.stdout + result.stderr).splitlines()
+        line
+        for line in (result.stdout + result.stderr).splitlines()
         # The unit names the installed path, which a checkout does not have.
         if line.strip() and "is not executable" not in line and "/opt/polly" not in line
     ]

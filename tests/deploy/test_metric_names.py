@@ -23,7 +23,9 @@ def _labels(spec: MetricSpec) -> set[str]:
 
 
 @pytest.mark.parametrize(("where", "expr"), QUERIES, ids=[w for w, _ in QUERIES])
-def test_query_uses_documented_metrics_and_labels(where: str, expr: str, metric_specs: list[MetricSpec]) -> None:
+def test_query_uses_documented_metrics_and_labels(
+    where: str, expr: str, metric_specs: list[MetricSpec]
+) -> None:
     index = series_index(metric_specs)
     found = selectors(expr)
     assert found, f"{where}: no metric selector found in {expr!r}"
@@ -47,9 +49,38 @@ def test_query_uses_documented_metrics_and_labels(where: str, expr: str, metric_
 
 
 def test_a_renamed_metric_is_caught(metric_specs: list[MetricSpec]) -> None:
-    renamed = [MetricSpec(s.name + ".renamed", s.kind, s.unit, s.attributes) if s.name == "process.memory.usage" else s
-               for s in metric_specs]
+    renamed = [
+        MetricSpec(s.name + ".renamed", s.kind, s.unit, s.attributes)
+        if s.name == "process.memory.usage"
+        else s
+        for s in metric_specs
+    ]
     index = series_index(renamed)
     used = {sel.name for _, expr in QUERIES for sel in selectors(expr)}
     assert "process_memory_usage_bytes" in used
     assert "process_memory_usage_bytes" not in index
+
+
+def _alert_annotations() -> list[tuple[str, str, str]]:
+    import yaml
+
+    from tests.deploy.deployfiles import RULES
+
+    doc = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    return [
+        (rule["alert"], rule["expr"], text)
+        for group in doc["groups"]
+        for rule in group["rules"]
+        for text in rule.get("annotations", {}).values()
+    ]
+
+
+@pytest.mark.parametrize(("alert", "expr", "text"), _alert_annotations())
+def test_alert_annotations_name_labels_the_alert_has(
+    alert: str, expr: str, text: str, metric_specs: list[MetricSpec]
+) -> None:
+    index = series_index(metric_specs)
+    specs = [index[s.name] for s in selectors(expr) if s.name in index]
+    labels = set().union(*(_labels(s) for s in specs))
+    for label in re.findall(r"\$labels\.([a-zA-Z_][a-zA-Z0-9_]*)", text):
+        assert label in labels, f"{alert}: its annotation names {label!r}, which its metrics do not have"

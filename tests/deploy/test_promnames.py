@@ -24,10 +24,19 @@ from tests.deploy.promnames import (
         (MetricSpec("process.memory.usage", "updowncounter", "By"), "process_memory_usage_bytes"),
         (MetricSpec("process.cpu.time", "counter", "s"), "process_cpu_time_seconds_total"),
         (MetricSpec("cpython.gc.collections", "counter", "{collection}"), "cpython_gc_collections_total"),
-        (MetricSpec("db.client.connection.count", "updowncounter", "{connection}"), "db_client_connection_count"),
-        (MetricSpec("db.client.connection.wait_time", "histogram", "s"), "db_client_connection_wait_time_seconds"),
+        (
+            MetricSpec("db.client.connection.count", "updowncounter", "{connection}"),
+            "db_client_connection_count",
+        ),
+        (
+            MetricSpec("db.client.connection.wait_time", "histogram", "s"),
+            "db_client_connection_wait_time_seconds",
+        ),
         (MetricSpec("polly.gc.object.size", "gauge", "By"), "polly_gc_object_size_bytes"),
-        (MetricSpec("polly.process.memory.growth_rate", "gauge", "By/s"), "polly_process_memory_growth_rate_bytes_per_second"),
+        (
+            MetricSpec("polly.process.memory.growth_rate", "gauge", "By/s"),
+            "polly_process_memory_growth_rate_bytes_per_second",
+        ),
         (MetricSpec("polly.redis.breaker.state", "gauge", "1"), "polly_redis_breaker_state_ratio"),
         (MetricSpec("polly.cache.hits", "counter", "1"), "polly_cache_hits_total"),
         (MetricSpec("x.requests_total", "counter", ""), "x_requests_total"),
@@ -79,7 +88,8 @@ def test_parse_metrics_doc_reads_tables_with_name_instrument_and_unit() -> None:
 | name | instrument | unit | attributes | source |
 |---|---|---|---|---|
 | `process.memory.usage` | ObservableUpDownCounter | `By` | none | psutil |
-| `db.client.connection.count` | UpDownCounter (async) | `{connection}` | `db.client.connection.state`, `db.client.connection.pool.name` | pool |
+| `db.client.connection.count` | UpDownCounter (async) | `{connection}` | `db.client.connection.state`, \
+`db.client.connection.pool.name` | pool |
 | not a metric | Counter | | | |
 
 | setting | default |

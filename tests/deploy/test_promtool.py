@@ -16,7 +16,9 @@ from tests.deploy.deployfiles import DEPLOY, RULE_TESTS, RULES, alert_rules
 
 
 def _run(promtool: str, *args: str, cwd: Path = DEPLOY) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([promtool, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [promtool, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def test_promtool_check_config(promtool: str) -> None:

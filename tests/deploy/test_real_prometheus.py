@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.deployfiles import RULES, ROOT, alert_rules, dashboard_queries
+from tests.deploy.deployfiles import ROOT, RULES, alert_rules, dashboard_queries
 from tests.deploy.promnames import MetricSpec, base_name, expand_grafana, selectors
 from tests.deploy.promserver import PrometheusServer, free_port
 
@@ -46,8 +46,14 @@ def name_fixes(specs: list[MetricSpec]) -> list[dict[str, Any]]:
     for spec in specs:
         sdk, collector = base_name(spec, "sdk"), base_name(spec, "collector")
         if spec.kind != "histogram" and sdk != collector:
-            fixes.append({"source_labels": ["__name__"], "regex": sdk, "target_label": "__name__",
-                          "replacement": collector})
+            fixes.append(
+                {
+                    "source_labels": ["__name__"],
+                    "regex": sdk,
+                    "target_label": "__name__",
+                    "replacement": collector,
+                }
+            )
     return fixes
 
 
@@ -66,11 +72,18 @@ def _wait_http(port: int, process: subprocess.Popen[bytes], timeout: float) -> N
     pytest.fail(f"nothing served metrics on 127.0.0.1:{port} within {timeout:.0f} s")
 
 
-def _source_command(source: str, metrics_doc: Path, port: int, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+def _source_command(
+    source: str, metrics_doc: Path, port: int, tmp_path: Path
+) -> tuple[list[str], dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POLLY_", "OTEL_"))}
     env["PYTHONPATH"] = str(ROOT)
     if source == "synthetic":
-        return [sys.executable, str(ROOT / "tests" / "deploy" / "fake_exporter.py"), str(metrics_doc), str(port)], env
+        return [
+            sys.executable,
+            str(ROOT / "tests" / "deploy" / "fake_exporter.py"),
+            str(metrics_doc),
+            str(port),
+        ], env
     env.update(
         {
             "POLLY_GENERAL__MONITORING__PROMETHEUS__ENABLED": "true",
@@ -132,7 +145,7 @@ def test_rules_evaluate_without_error(scraped: PrometheusServer) -> None:
 
 
 def test_every_alert_selector_has_series(scraped: PrometheusServer) -> None:
-    empty = []
+    empty: list[str] = []
     for name, expr in alert_rules():
         scraped.query(expr)  # the whole expression evaluates (it need not fire)
         empty.extend(f"{name}: {s.text}" for s in selectors(expr) if not scraped.query(s.text))
@@ -140,5 +153,7 @@ def test_every_alert_selector_has_series(scraped: PrometheusServer) -> None:
 
 
 def test_every_dashboard_query_returns_data(scraped: PrometheusServer) -> None:
-    empty = [f"{where}: {expr}" for where, expr in dashboard_queries() if not scraped.query(expand_grafana(expr))]
+    empty: list[str] = [
+        f"{where}: {expr}" for where, expr in dashboard_queries() if not scraped.query(expand_grafana(expr))
+    ]
     assert empty == []
