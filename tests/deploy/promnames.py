@@ -143,6 +143,15 @@ def series_names(spec: MetricSpec, target: Target = "collector") -> frozenset[st
     return frozenset({name})
 
 
+def sdk_renames(specs: Iterable[MetricSpec]) -> dict[str, str]:
+    """SDK name → collector name for every metric the two exporters name differently (unit ``1`` gauges)."""
+    return {
+        base_name(spec, "sdk"): base_name(spec, "collector")
+        for spec in specs
+        if spec.kind != "histogram" and base_name(spec, "sdk") != base_name(spec, "collector")
+    }
+
+
 def label_name(attribute: str) -> str:
     """The Prometheus label an attribute key becomes."""
     label = _NON_LABEL.sub("_", attribute)

@@ -84,3 +84,18 @@ def test_alert_annotations_name_labels_the_alert_has(
     labels = set().union(*(_labels(s) for s in specs))
     for label in re.findall(r"\$labels\.([a-zA-Z_][a-zA-Z0-9_]*)", text):
         assert label in labels, f"{alert}: its annotation names {label!r}, which its metrics do not have"
+
+
+def test_direct_scrape_example_renames_what_the_sdk_names_differently(metric_specs: list[MetricSpec]) -> None:
+    """The commented `polly` job in prometheus.yml relabels exactly the SDK/collector name differences."""
+    import yaml
+
+    from tests.deploy.deployfiles import DEPLOY
+    from tests.deploy.promnames import sdk_renames
+
+    lines = (DEPLOY / "prometheus" / "prometheus.yml").read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "# - job_name: polly")
+    block = [line.replace("#", "", 1) for line in lines[start:] if line.strip().startswith("#")]
+    job = yaml.safe_load("\n".join(block))[0]
+    renames = {r["regex"]: r["replacement"] for r in job.get("metric_relabel_configs", [])}
+    assert renames == sdk_renames(metric_specs)

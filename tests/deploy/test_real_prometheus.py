@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from tests.deploy.deployfiles import ROOT, RULES, alert_rules, dashboard_queries
-from tests.deploy.promnames import MetricSpec, base_name, expand_grafana, selectors
+from tests.deploy.promnames import MetricSpec, expand_grafana, sdk_renames, selectors
 from tests.deploy.promserver import PrometheusServer, free_port
 
 #: Switch on the sandbox-driven variant once `polly run --sandbox` serves metrics.
@@ -42,19 +42,10 @@ pytestmark = pytest.mark.slow
 
 def name_fixes(specs: list[MetricSpec]) -> list[dict[str, Any]]:
     """metric_relabel_configs giving SDK-named series the collector's name (unit ``1`` gauges)."""
-    fixes = []
-    for spec in specs:
-        sdk, collector = base_name(spec, "sdk"), base_name(spec, "collector")
-        if spec.kind != "histogram" and sdk != collector:
-            fixes.append(
-                {
-                    "source_labels": ["__name__"],
-                    "regex": sdk,
-                    "target_label": "__name__",
-                    "replacement": collector,
-                }
-            )
-    return fixes
+    return [
+        {"source_labels": ["__name__"], "regex": sdk, "target_label": "__name__", "replacement": collector}
+        for sdk, collector in sdk_renames(specs).items()
+    ]
 
 
 def _wait_http(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
