@@ -4,9 +4,10 @@ The metrics come from a process serving them through the OpenTelemetry SDK's Pro
 
 - ``synthetic``: ``tests/deploy/fake_exporter.py`` emits every metric of docs/metrics.md with its
   documented name, kind, unit and attributes;
-- ``sandbox``: ``polly run --sandbox`` with its scrape endpoint on, i.e. what polly really emits.
-  Off until the engine's ``polly run`` and the instrumentation are both on the branch: set
-  ``SANDBOX_READY = True`` below to switch it on.
+- ``sandbox``: ``polly run --sandbox`` with its scrape endpoint on, Redis on (a claimed db of the
+  test Redis) and 10-second censuses, i.e. what polly really emits. Off until the engine's
+  ``polly run`` and the instrumentation are both on the branch: set ``SANDBOX_READY = True`` below
+  to switch it on.
 
 Prometheus scrapes every second and loads deploy/'s rule file. The test then asserts that every
 rule evaluates without error, that every vector selector of every alert returns series, and that
@@ -31,11 +32,13 @@ import pytest
 from tests.deploy.deployfiles import ROOT, RULES, alert_rules, dashboard_queries
 from tests.deploy.promnames import MetricSpec, expand_grafana, sdk_renames, selectors
 from tests.deploy.promserver import PrometheusServer, free_port
+from tests.services import REDIS_URL, claim_redis_db, redis_db_url, release_redis_db
 
 #: Switch on the sandbox-driven variant once `polly run --sandbox` serves metrics.
 SANDBOX_READY = False
-#: Seconds of scraping before the queries run (several samples for rate() and deriv()).
-WARM_UP_SECONDS = 8.0
+#: Seconds of scraping before the queries run: several samples for rate() and deriv(); for the
+#: sandbox also two censuses 10 s apart, which the RSS growth rate needs before it reports.
+WARM_UP_SECONDS = {"synthetic": 8.0, "sandbox": 30.0}
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +67,7 @@ def _wait_http(port: int, process: subprocess.Popen[bytes], timeout: float) -> N
 
 
 def _source_command(
-    source: str, metrics_doc: Path, port: int, tmp_path: Path
+    source: str, metrics_doc: Path, port: int, tmp_path: Path, redis_url: str | None = None
 ) -> tuple[list[str], dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POLLY_", "OTEL_"))}
     env["PYTHONPATH"] = str(ROOT)
@@ -80,7 +83,11 @@ def _source_command(
             "POLLY_GENERAL__MONITORING__PROMETHEUS__ENABLED": "true",
             "POLLY_GENERAL__MONITORING__PROMETHEUS__PORT": str(port),
             "POLLY_GENERAL__MONITORING__MEMORY_PROFILING__INTERVAL_SECONDS": "10",
+            "POLLY_GENERAL__MONITORING__LEAK_DETECTION__RSS_WINDOW_SECONDS": "60",
             "POLLY_DATABASE__URL": f"sqlite:///{tmp_path}/polly.db",
+            # Redis on, so the breaker's series exist (the sandbox's default is no Redis).
+            "POLLY_REDIS__ENABLED": "true",
+            "REDIS_URL": redis_url or "",
         }
     )
     return [str(Path(sys.executable).with_name("polly")), "run", "--sandbox"], env
@@ -100,7 +107,9 @@ def scraped(
         pytest.skip("polly run --sandbox does not serve metrics on this branch yet (SANDBOX_READY = False)")
     tmp_path = tmp_path_factory.mktemp(f"scrape-{source}")
     port = free_port()
-    command, env = _source_command(source, metrics_doc, port, tmp_path)
+    redis_db = claim_redis_db(REDIS_URL) if source == "sandbox" else None
+    redis_url = None if redis_db is None else redis_db_url(REDIS_URL, redis_db)
+    command, env = _source_command(source, metrics_doc, port, tmp_path, redis_url)
     log = (tmp_path / "source.log").open("wb")
     process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     log.close()
@@ -116,7 +125,7 @@ def scraped(
             metric_relabel_configs=name_fixes(metric_specs),
         ) as server:
             server.wait_for('up{job="polly"} == 1')
-            time.sleep(WARM_UP_SECONDS)
+            time.sleep(WARM_UP_SECONDS[source])
             yield server
     finally:
         process.terminate()
@@ -125,6 +134,8 @@ def scraped(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+        if redis_db is not None:
+            release_redis_db(REDIS_URL, redis_db)
 
 
 def test_rules_evaluate_without_error(scraped: PrometheusServer) -> None:
