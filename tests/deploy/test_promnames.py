@@ -102,8 +102,8 @@ def test_parse_metrics_doc_reads_tables_with_name_instrument_and_unit() -> None:
     assert specs[1].attributes == ("db.client.connection.state", "db.client.connection.pool.name")
 
 
-def test_sdk_exporter_agrees_with_the_helper() -> None:
-    """The Python Prometheus exporter (polly's scrape endpoint) produces the names the helper predicts."""
+def test_sdk_exporter_agrees_with_promnames() -> None:
+    """The Python Prometheus exporter (polly's scrape endpoint) produces the names promnames predicts."""
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from opentelemetry.sdk.metrics import MeterProvider
     from prometheus_client import REGISTRY, generate_latest
