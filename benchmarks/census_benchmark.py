@@ -30,12 +30,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "instrumentation"))
 
 import objgraph
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from polly.stats import StatsRegistry
-
 from opentelemetry.instrumentation.polly._census import TypeNameBudget, census_steps
 from opentelemetry.instrumentation.polly._core import Options, Telemetry
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from polly.stats import StatsRegistry
 
 
 class Vote:

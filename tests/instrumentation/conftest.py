@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry.instrumentation.polly._core import Options, Telemetry
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from polly.stats import StatsRegistry
 
-from opentelemetry.instrumentation.polly._core import Options, Telemetry
+from polly.stats import StatsRegistry
 from tests.instrumentation.helpers import SCOPE, new_provider
 
 

@@ -7,12 +7,12 @@ import types
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
 from opentelemetry.instrumentation.polly import _census
 from opentelemetry.instrumentation.polly._census import OTHER, CensusResult, TypeNameBudget, TypeRow
 from opentelemetry.instrumentation.polly._core import Telemetry
 from opentelemetry.instrumentation.polly._leaks import LeakDetector, RssGrowth, format_snapshot
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
 from tests.instrumentation.helpers import collect, points
 
 Provider = tuple[object, InMemoryMetricReader]

@@ -8,10 +8,10 @@ import types
 from collections.abc import Iterator
 
 import pytest
-from polly.stats import CacheStats, StatsRegistry
+from opentelemetry.instrumentation.polly import Options, PollyInstrumentor
 from sqlalchemy import create_engine
 
-from opentelemetry.instrumentation.polly import Options, PollyInstrumentor
+from polly.stats import CacheStats, StatsRegistry
 from tests.instrumentation.helpers import collect, new_provider, points
 
 

@@ -6,7 +6,9 @@ import gc
 import re
 from pathlib import Path
 
+from opentelemetry.instrumentation.polly._core import Telemetry
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
 from polly.stats import (
     BreakerState,
     CacheStats,
@@ -16,8 +18,6 @@ from polly.stats import (
     StatsRegistry,
     TaskStats,
 )
-
-from opentelemetry.instrumentation.polly._core import Telemetry
 from tests.instrumentation.helpers import collect
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"

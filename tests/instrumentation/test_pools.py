@@ -6,13 +6,13 @@ import logging
 
 import pytest
 import redis
+from opentelemetry.instrumentation.polly._core import Telemetry
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from polly.stats import PoolStats, StatsRegistry
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from opentelemetry.instrumentation.polly._core import Telemetry
+from polly.stats import PoolStats, StatsRegistry
 from tests.instrumentation.helpers import collect, points, value
 
 Provider = tuple[object, InMemoryMetricReader]

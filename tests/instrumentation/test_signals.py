@@ -7,10 +7,10 @@ import gc
 from pathlib import Path
 
 import psutil
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from polly.stats import BreakerState, CacheStats, PoolStats, RedisStats, StatsRegistry, TaskStats
-
 from opentelemetry.instrumentation.polly._core import Telemetry
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from polly.stats import BreakerState, CacheStats, PoolStats, RedisStats, StatsRegistry, TaskStats
 from tests.instrumentation.helpers import collect, points, value
 
 Provider = tuple[object, InMemoryMetricReader]

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 import pytest
+from opentelemetry.instrumentation.polly.setup import TelemetryHandle, start_telemetry
+
 from polly.config import GeneralSettings, MonitoringSettings, OtlpSettings, Settings
 from polly.stats import CacheStats, PoolStats, StatsRegistry
-
-from opentelemetry.instrumentation.polly.setup import TelemetryHandle, start_telemetry
 from tests.instrumentation.receivers import GrpcReceiver, HttpReceiver, Received, free_port
 
 LOGGER = "opentelemetry.instrumentation.polly"

@@ -20,10 +20,9 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterable
 
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
-
 from opentelemetry.instrumentation.polly._census import CensusResult, TypeNameBudget, census_steps
 from opentelemetry.instrumentation.polly._leaks import LeakDetector, log_snapshot
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 logger = logging.getLogger("opentelemetry.instrumentation.polly")
 

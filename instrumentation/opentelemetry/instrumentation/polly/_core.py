@@ -16,8 +16,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry.metrics import Meter
-
 from opentelemetry.instrumentation.polly._caches import CacheSignals
 from opentelemetry.instrumentation.polly._census_runner import CensusRunner
 from opentelemetry.instrumentation.polly._gc import GcSignals
@@ -25,6 +23,8 @@ from opentelemetry.instrumentation.polly._leaks import RssGrowth
 from opentelemetry.instrumentation.polly._pools import PoolSignals
 from opentelemetry.instrumentation.polly._process import ProcessSignals
 from opentelemetry.instrumentation.polly._tasks import TaskSignals
+from opentelemetry.metrics import Meter
+
 from polly.stats import StatsRegistry
 
 logger = logging.getLogger("opentelemetry.instrumentation.polly")

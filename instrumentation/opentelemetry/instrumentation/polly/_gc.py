@@ -21,9 +21,8 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
-
 from opentelemetry.instrumentation.polly._coexist import system_metrics_owns
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 GEN_ATTR = "cpython.gc.generation"
 MAX_PENDING_PAUSES = 16_384

@@ -30,10 +30,10 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.metrics import MeterProvider, get_meter, get_meter_provider
-
 from opentelemetry.instrumentation.polly._core import Options, Telemetry
 from opentelemetry.instrumentation.polly.version import __version__
+from opentelemetry.metrics import MeterProvider, get_meter, get_meter_provider
+
 from polly.stats import StatsRegistry, registry
 
 SCOPE = "opentelemetry.instrumentation.polly"

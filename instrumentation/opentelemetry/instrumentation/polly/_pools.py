@@ -26,10 +26,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
-
 from opentelemetry.instrumentation.polly._coexist import redis_native_connection_count
 from opentelemetry.instrumentation.polly._pool_sources import EngineSource, RedisPoolSource
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
 from polly.stats import DurationEvent, PoolStats, RedisStats, StatsRegistry
 
 logger = logging.getLogger("opentelemetry.instrumentation.polly")

@@ -20,10 +20,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import psutil
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
-
 from opentelemetry.instrumentation.polly._coexist import system_metrics_owns
 from opentelemetry.instrumentation.polly._leaks import RssGrowth
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 logger = logging.getLogger("opentelemetry.instrumentation.polly")
 

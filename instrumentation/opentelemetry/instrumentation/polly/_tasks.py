@@ -15,9 +15,9 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable, Iterable
 
+from opentelemetry.instrumentation.polly._census import OTHER, TypeNameBudget
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from opentelemetry.instrumentation.polly._census import OTHER, TypeNameBudget
 from polly.stats import StatsRegistry, TaskStats
 
 NAME = "polly.task.name"

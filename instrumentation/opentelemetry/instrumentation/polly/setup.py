@@ -41,15 +41,15 @@ import uuid
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
-from opentelemetry.sdk.resources import Resource
-
 from opentelemetry.instrumentation.polly._census import CensusResult
 from opentelemetry.instrumentation.polly._core import Options, Telemetry
 from opentelemetry.instrumentation.polly._export import OutageReportingExporter
 from opentelemetry.instrumentation.polly._instrumentor import _running_loop, session_for
 from opentelemetry.instrumentation.polly.version import __version__
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+
 from polly.config import MonitoringSettings, Settings, redact_url
 from polly.stats import StatsRegistry, registry
 
