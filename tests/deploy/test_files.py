@@ -18,8 +18,8 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]  # no stubs in the dev group; used for one call
 import pytest
 import yaml
-from polly.config import OTEL_ENV, UPSTREAM_ENV, EngineSettings
 
+from polly.config import OTEL_ENV, UPSTREAM_ENV, EngineSettings
 from tests.deploy.deployfiles import DEPLOY, ROOT
 
 COMPOSE = DEPLOY / "compose.yaml"
