@@ -68,7 +68,7 @@ def poll_problem(poll: Poll) -> str | None:
     return None
 
 
-def _ids_query(after: int | None, statuses: Collection[str] | None, batch_size: int) -> Select[tuple[int]]:
+def _ids_query(after: int | None, statuses: Collection[str] | None, batch_size: int) -> Select[int]:
     query = select(Poll.id).order_by(Poll.id).limit(batch_size)
     if after is not None:
         query = query.where(Poll.id > after)
@@ -77,7 +77,7 @@ def _ids_query(after: int | None, statuses: Collection[str] | None, batch_size: 
     return query
 
 
-def _load_query(ids: Sequence[int], with_votes: bool) -> Select[tuple[Poll]]:
+def _load_query(ids: Sequence[int], with_votes: bool) -> Select[Poll]:
     query = select(Poll).where(Poll.id.in_(list(ids))).execution_options(populate_existing=True)
     if with_votes:
         query = query.options(selectinload(Poll.votes))
