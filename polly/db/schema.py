@@ -214,7 +214,7 @@ def _inspect(conn: Connection) -> SchemaReport:
     else:
         detected, source = None, "none"
     return SchemaReport(
-        dialect=conn.dialect.name,
+        dialect="mariadb" if getattr(conn.dialect, "is_mariadb", False) else conn.dialect.name,
         detected_version=detected,
         version_source=source,
         recorded_versions=recorded,
