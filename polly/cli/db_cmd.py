@@ -52,7 +52,9 @@ def check(config_path: Path | None) -> None:
     if not report.usable:
         click.echo("database cannot be used as it is: run `polly db upgrade`", err=True)
         raise SystemExit(1)
-    click.echo("database is usable" + ("" if report.up_to_date else "; `polly db upgrade` would add the rest"))
+    click.echo(
+        "database is usable" + ("" if report.up_to_date else "; `polly db upgrade` would add the rest")
+    )
 
 
 @db.command("upgrade")

@@ -241,6 +241,7 @@ class _Step:
     description: str
     sql: tuple[str, ...]
     undo: tuple[str, ...]
+    index_table: str | None = None
 
 
 def _plan(conn: Connection, report: SchemaReport) -> list[_Step]:
@@ -270,7 +271,8 @@ def _plan(conn: Connection, report: SchemaReport) -> list[_Step]:
         cols = ", ".join(preparer.quote(c) for c in columns)
         tbl, ix = preparer.quote(table_name), preparer.quote(name)
         drop = f"DROP INDEX {ix} ON {tbl}" if dialect.name in ("mysql", "mariadb") else f"DROP INDEX {ix}"
-        steps.append(_Step(f"create index {name}", (f"CREATE INDEX {ix} ON {tbl} ({cols})",), (drop,)))
+        create = f"CREATE INDEX {ix} ON {tbl} ({cols})"
+        steps.append(_Step(f"create index {name}", (create,), (drop,), index_table=table_name))
     return steps
 
 
@@ -287,6 +289,8 @@ def _record_versions(conn: Connection) -> list[int]:
 
 
 StepHook = Callable[[str], None]
+#: The description the last step (writing the ledger rows) is announced with.
+RECORD_STEP = "record versions in schema_migrations"
 
 
 def upgrade_schema(target: Target, *, before_step: StepHook | None = None) -> SchemaReport:
@@ -305,6 +309,9 @@ def upgrade_schema(target: Target, *, before_step: StepHook | None = None) -> Sc
         if report.problems:
             conn.rollback()
             raise SchemaError("cannot upgrade the schema:\n" + "\n".join(f"  - {p}" for p in report.problems))
+        if report.up_to_date:
+            conn.rollback()
+            return report
         steps = _plan(conn, report)
         if transactional:
             _apply_in_transaction(conn, steps, before_step)
@@ -326,12 +333,14 @@ def _run(conn: Connection, step: _Step, before_step: StepHook | None) -> None:
 
 
 def _apply_in_transaction(conn: Connection, steps: list[_Step], before_step: StepHook | None) -> None:
-    current = "record versions"
+    current = RECORD_STEP
     try:
         for step in steps:
             current = step.description
             _run(conn, step, before_step)
-        current = "record versions"
+        current = RECORD_STEP
+        if before_step is not None:
+            before_step(RECORD_STEP)
         _record_versions(conn)
         conn.commit()
     except Exception as err:
@@ -342,14 +351,17 @@ def _apply_in_transaction(conn: Connection, steps: list[_Step], before_step: Ste
 
 def _apply_with_undo(conn: Connection, steps: list[_Step], before_step: StepHook | None) -> None:
     applied: list[_Step] = []
-    current = "record versions"
+    current = RECORD_STEP
     try:
         for step in steps:
             current = step.description
+            implicit = _implicit_indexes(conn, step.index_table)
             _run(conn, step, before_step)
             conn.commit()
-            applied.append(step)
-        current = "record versions"
+            applied.append(_with_restored_indexes(conn, step, implicit))
+        current = RECORD_STEP
+        if before_step is not None:
+            before_step(RECORD_STEP)
         _record_versions(conn)
         conn.commit()
     except Exception as err:
@@ -366,6 +378,29 @@ def _apply_with_undo(conn: Connection, steps: list[_Step], before_step: StepHook
                 f"were undone: {err}"
             )
         raise SchemaError(msg) from err
+
+
+def _implicit_indexes(conn: Connection, table: str | None) -> dict[str, list[str]]:
+    """The indexes of ``table`` (name -> columns) before an index step, or ``{}`` for other steps."""
+    if table is None:
+        return {}
+    return {str(ix["name"]): [str(c) for c in ix["column_names"]] for ix in inspect(conn).get_indexes(table)}
+
+
+def _with_restored_indexes(conn: Connection, step: _Step, before: dict[str, list[str]]) -> _Step:
+    """InnoDB drops the index it made for a foreign key once a new index covers the key, and refuses
+    to drop the new one while it is the only one: the undo recreates the implicit index first."""
+    if step.index_table is None:
+        return step
+    after = {str(ix["name"]) for ix in inspect(conn).get_indexes(step.index_table)}
+    preparer = conn.dialect.identifier_preparer
+    tbl = preparer.quote(step.index_table)
+    restore = tuple(
+        f"CREATE INDEX {preparer.quote(name)} ON {tbl} ({', '.join(preparer.quote(c) for c in cols)})"
+        for name, cols in before.items()
+        if name not in after
+    )
+    return _Step(step.description, step.sql, restore + step.undo, step.index_table)
 
 
 def _undo(conn: Connection, applied: list[_Step]) -> list[str]:
