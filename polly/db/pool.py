@@ -16,13 +16,17 @@ entry per checked-out connection, so it is bounded by ``pool_size + max_overflow
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import greenlet
+import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import TimeoutError as SATimeoutError
@@ -37,7 +41,10 @@ logger = logging.getLogger(__name__)
 STACK_FRAMES = 24
 #: Scans for slow holders triggered by pool events happen at most this often (seconds).
 SCAN_INTERVAL_SECONDS = 1.0
-_INFO_KEY = "polly.checkout"
+#: Frames from these packages are the machinery of a checkout, not the code that asked for it.
+_SKIP_PREFIXES = tuple(
+    str(Path(m.__file__).parent) + os.sep for m in (sqlalchemy, greenlet) if m.__file__ is not None
+) + (str(Path(__file__).parent) + os.sep,)
 _CREATE_KEY = "polly.create_started"
 
 
@@ -187,7 +194,7 @@ def _caller_frames() -> tuple[tuple[str, int, str], ...]:
     frame = sys._getframe(2)  # noqa: SLF001 - walking raw frames is ~10x cheaper than traceback.extract_stack
     while frame is not None and len(frames) < STACK_FRAMES:
         filename = frame.f_code.co_filename
-        if "sqlalchemy" not in filename and "polly/db/" not in filename and "greenlet" not in filename:
+        if not filename.startswith(_SKIP_PREFIXES):
             frames.append((filename, frame.f_lineno, frame.f_code.co_name))
         frame = frame.f_back  # type: ignore[assignment]
     frames.reverse()
