@@ -16,7 +16,7 @@ from polly.cli.main import config_option, settings_or_exit
 from polly.config import redact_url
 from polly.db.schema import check_schema, upgrade_schema
 from polly.db.urls import backend_of, parse_url
-from polly.errors import DatabaseError
+from polly.errors import ConfigError, DatabaseError
 
 
 def _sqlite_file(url: str) -> Path | None:
@@ -24,6 +24,14 @@ def _sqlite_file(url: str) -> Path | None:
     if backend_of(parsed) != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
     return Path(parsed.database)
+
+
+def _sqlite_file_or_exit(url: str) -> Path | None:
+    try:
+        return _sqlite_file(url)
+    except ConfigError as err:
+        click.echo(f"polly: {err}", err=True)
+        raise SystemExit(2) from err
 
 
 @click.group()
@@ -37,7 +45,7 @@ def check(config_path: Path | None) -> None:
     """Report how the database differs from the current schema; exit 1 if polly cannot use it."""
     settings = settings_or_exit(config_path)
     url = settings.database.url.get_secret_value()
-    file = _sqlite_file(url)
+    file = _sqlite_file_or_exit(url)
     if file is not None and not file.exists():
         click.echo(f"polly: no database file at {file} (run `polly db upgrade` to create it)", err=True)
         raise SystemExit(1)
@@ -66,7 +74,7 @@ def upgrade(config_path: Path | None) -> None:
     """
     settings = settings_or_exit(config_path)
     url = settings.database.url.get_secret_value()
-    file = _sqlite_file(url)
+    file = _sqlite_file_or_exit(url)
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
     try:
