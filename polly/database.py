@@ -15,7 +15,7 @@ session from ``get_db_session()`` holds a pooled connection until it is closed (
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -87,7 +87,7 @@ def get_db_session() -> Session:
     return _session_local()()
 
 
-def get_db() -> Iterator[Session]:
+def get_db() -> Generator[Session, None, None]:
     """FastAPI dependency: a session closed when the request ends."""
     session = get_db_session()
     try:
@@ -96,7 +96,7 @@ def get_db() -> Iterator[Session]:
         session.close()
 
 
-async def get_async_db() -> AsyncIterator[AsyncSession]:
+async def get_async_db() -> AsyncGenerator[AsyncSession, None]:
     """FastAPI dependency: an async session, rolled back on error and always closed."""
     async with get_async_db_session() as session:
         yield session

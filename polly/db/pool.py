@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import greenlet
 import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -42,9 +41,7 @@ STACK_FRAMES = 24
 #: Scans for slow holders triggered by pool events happen at most this often (seconds).
 SCAN_INTERVAL_SECONDS = 1.0
 #: Frames from these packages are the machinery of a checkout, not the code that asked for it.
-_SKIP_PREFIXES = tuple(
-    str(Path(m.__file__).parent) + os.sep for m in (sqlalchemy, greenlet) if m.__file__ is not None
-) + (str(Path(__file__).parent) + os.sep,)
+_SKIP_PREFIXES = (str(Path(sqlalchemy.__file__).parent) + os.sep, str(Path(__file__).parent) + os.sep)
 _CREATE_KEY = "polly.create_started"
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from pydantic import BaseModel
 from polly.cli import main
 from polly.config import Settings, load_settings, redact_url
 from polly.errors import ConfigError
+from pydantic import BaseModel
 
 SECRETS = ("hunter2", "tok.en.secret", "Bearer abc123")
 

@@ -11,13 +11,12 @@ import gc
 import random
 
 import psycopg
-from sqlalchemy import select, text
-
 from polly.config import DatabaseSettings, SecretUrl
 from polly.db.engine import Database
 from polly.db.models import Poll, utcnow_naive
 from polly.db.schema import create_schema
 from polly.stats import StatsRegistry
+from sqlalchemy import select, text
 
 TASKS = 2000
 POOL_SIZE, MAX_OVERFLOW = 5, 5
@@ -33,11 +32,16 @@ def server_connections(url: str) -> list[tuple[str, str]]:
     return [(str(s), str(q)) for s, q in rows]
 
 
-async def test_cancelled_mid_transaction_leaves_nothing_checked_out(postgres_url: str) -> None:
+async def test_cancelled_mid_transaction_leaves_nothing_checked_out(  # noqa: PLR0915 - one scenario, kept whole
+    postgres_url: str,
+) -> None:
     create_schema(postgres_url)
     db = Database(
         DatabaseSettings(
-            url=SecretUrl(postgres_url), pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW, pool_timeout_seconds=60
+            url=SecretUrl(postgres_url),
+            pool_size=POOL_SIZE,
+            max_overflow=MAX_OVERFLOW,
+            pool_timeout_seconds=60,
         ),
         registry=StatsRegistry(),
     )

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from polly.cli import main
+
 from tests.polly.db.upstream import create_upstream_schema
 
 

@@ -16,7 +16,7 @@ from polly.db.retry import retry_with_backoff
 from polly.db.schema import create_schema
 from polly.db.urls import driver_url, pool_name
 from polly.errors import DatabaseUnavailableError, PoolExhaustedError
-from polly.stats import DurationEvent, StatsRegistry
+from polly.stats import DurationEvent, PoolStats, StatsRegistry
 from sqlalchemy import func, select, text
 
 from tests.polly.db.upstream import kind_of
@@ -60,17 +60,25 @@ async def count_polls(db: Database) -> int:
 async def test_scopes_commit_on_success_and_roll_back_on_error(database: Database) -> None:
     with database.session_scope() as session:
         session.add(new_poll("sync"))
-    async with database.async_session_scope() as session:
-        session.add(new_poll("async"))
-    with pytest.raises(RuntimeError), database.session_scope() as session:
-        session.add(new_poll("lost"))
-        session.flush()
-        raise RuntimeError
-    with pytest.raises(RuntimeError):
+    async with database.async_session_scope() as async_session:
+        async_session.add(new_poll("async"))
+
+    def fail_sync() -> None:
+        with database.session_scope() as session:
+            session.add(new_poll("lost"))
+            session.flush()
+            raise RuntimeError
+
+    async def fail_async() -> None:
         async with database.async_session_scope() as session:
             session.add(new_poll("lost too"))
             await session.flush()
             raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        fail_sync()
+    with pytest.raises(RuntimeError):
+        await fail_async()
     assert await count_polls(database) == 2
     assert all(s.used == 0 for s in database.engine_stats())
 
@@ -143,8 +151,9 @@ async def test_stats_registered_on_open_and_removed_on_dispose(db_url: str) -> N
     async with db.async_session_scope() as session:
         await session.execute(text("SELECT 1"))
     snaps = registry.collect("db_pool")
-    assert [getattr(s, "name", None) for s in snaps] == [pool_name(driver_url(db_url, "async"), "async")]
-    assert "@" not in snaps[0].name  # type: ignore[attr-defined]
+    names = [s.name for s in snaps if isinstance(s, PoolStats)]
+    assert names == [pool_name(driver_url(db_url, "async"), "async")]
+    assert "@" not in names[0]
     assert {e.kind for e in events} == {"wait_time", "use_time", "create_time"}
     assert all(e.seconds >= 0 for e in events)
     if kind_of(db_url) == "mysql":
@@ -229,7 +238,8 @@ def test_slow_checkout_is_logged_once_with_the_stack(
 def test_no_engine_until_first_use(sqlite_url: str) -> None:
     registry = StatsRegistry()
     db = Database(settings(sqlite_url), registry=registry)
-    assert db._sync_engine is None and db._async_engine is None
+    assert db._sync_engine is None
+    assert db._async_engine is None
     assert db.engine_stats() == []
     db.dispose_sync()
 

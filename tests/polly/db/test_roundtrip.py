@@ -8,15 +8,15 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import select
-
 from polly.config import DatabaseSettings, SecretUrl
 from polly.db.engine import Database
 from polly.db.models import POLL_EMOJIS, Poll, TypeSafeColumn, Vote, get_poll_emoji
 from polly.db.queries import CorruptRow, iter_polls, iter_polls_sync
 from polly.db.schema import upgrade_schema
 from polly.stats import StatsRegistry
-from tests.polly.db.upstream import RawDB, create_upstream_schema, kind_of
+from sqlalchemy import select
+
+from tests.polly.db.upstream import RawDB, create_upstream_schema, kind_of, naive_utc
 
 POLL_COLUMNS = (
     "name, question, options_json, emojis_json, server_id, channel_id, creator_id, message_id, "
@@ -77,7 +77,7 @@ async def test_upstream_rows_read_back_identically(upgraded: tuple[str, Database
     for poll in polls:
         assert poll.options == ["Pizza", "Sushi", "Tacos"]
         assert poll.emojis == POLL_EMOJIS[:3]
-        assert poll.open_time == datetime(2025, 9, 10, 12, 0, 0)  # naive UTC, as stored
+        assert poll.open_time == naive_utc(2025, 9, 10, 12, 0, 0)  # naive UTC, as stored
         assert poll.close_time_aware == datetime(2025, 9, 11, 12, 30, 15, tzinfo=UTC)
         assert poll.get_results() == {0: 1, 1: 1, 2: 2}
         assert poll.get_total_votes() == 3  # distinct voters: multiple choice
@@ -98,8 +98,8 @@ async def test_polly_rows_follow_upstream_conventions(upgraded: tuple[str, Datab
             server_id="1",
             channel_id="2",
             creator_id="3",
-            open_time=datetime(2026, 1, 2, 3, 4, 5),
-            close_time=datetime(2026, 1, 3, 3, 4, 5),
+            open_time=naive_utc(2026, 1, 2, 3, 4, 5),
+            close_time=naive_utc(2026, 1, 3, 3, 4, 5),
         )
         poll.options = ["Yes", "No"]
         poll.emojis = [get_poll_emoji(0), get_poll_emoji(1)]
@@ -116,7 +116,7 @@ async def test_polly_rows_follow_upstream_conventions(upgraded: tuple[str, Datab
     assert json.loads(row[1]) == POLL_EMOJIS[:2]
     assert row[2] == "scheduled"
     opened = row[3] if isinstance(row[3], datetime) else datetime.fromisoformat(str(row[3]))
-    assert opened == datetime(2026, 1, 2, 3, 4, 5)
+    assert opened == naive_utc(2026, 1, 2, 3, 4, 5)
     assert opened.tzinfo is None
     assert not row[4]
     assert not row[5]
@@ -150,7 +150,9 @@ async def test_corrupt_rows_are_skipped_and_reported(upgraded: tuple[str, Databa
     # the sync reader too, filtered by status
     sync_reported: list[CorruptRow] = []
     with db.session_scope() as sync_session:
-        ids = [p.id for p in iter_polls_sync(sync_session, statuses={"active"}, on_corrupt=sync_reported.append)]
+        ids = [
+            p.id for p in iter_polls_sync(sync_session, statuses={"active"}, on_corrupt=sync_reported.append)
+        ]
     assert ids == [good1, good2]
     assert {r.row_id for r in sync_reported} == set(expected)
 
@@ -165,4 +167,6 @@ async def test_statuses_filter_and_batches(upgraded: tuple[str, Database]) -> No
     assert closed == [ids[1], ids[4]]
     assert everything == ids
     async with db.async_session_scope() as session:
-        assert (await session.execute(select(Poll.status).where(Poll.id == ids[2]))).scalar_one() == "scheduled"
+        assert (
+            await session.execute(select(Poll.status).where(Poll.id == ids[2]))
+        ).scalar_one() == "scheduled"

@@ -7,12 +7,20 @@ check, with upstream's conventions, what polly wrote.
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import psycopg
 import pymysql
+
+
+def naive_utc(*fields: int) -> datetime:
+    """A naive UTC datetime from (year, month, day[, hour, minute, second]): upstream's stored form."""
+    year, month, day, hour, minute, second = (*fields, 0, 0, 0)[:6]
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC).replace(tzinfo=None)
+
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "schema"
 DDL = {
