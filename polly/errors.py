@@ -7,7 +7,8 @@ Every error polly raises on purpose derives from :class:`PollyError`::
     ├── DatabaseError
     │   ├── DatabaseUnavailableError the database cannot be reached (URL shown redacted)
     │   ├── SchemaError              the schema cannot be used or upgraded
-    │   └── PoolExhaustedError       no connection within the acquire timeout (names the limits)
+    │   ├── PoolExhaustedError       no connection within the acquire timeout (names the limits)
+    │   └── AsyncDatabaseNotConfiguredError  upstream's name: no async engine can be built for the URL
     ├── RedisError
     │   ├── RedisUnavailableError    Redis cannot be reached, or the breaker is open
     │   └── RedisPoolExhaustedError  no Redis connection within the acquire timeout
@@ -56,6 +57,10 @@ class SchemaError(DatabaseError):
 
 class PoolExhaustedError(DatabaseError):
     """No pooled connection became free within the acquire timeout."""
+
+
+class AsyncDatabaseNotConfiguredError(DatabaseError):
+    """No async engine can be built for the configured URL (upstream Polly's name, kept for imports)."""
 
 
 class RedisError(PollyError):
