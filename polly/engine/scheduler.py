@@ -249,10 +249,10 @@ class PollScheduler:
             return
         for poll_id in [p for p in self._known_active if p not in current]:
             del self._known_active[poll_id]
-            view = await self._safe_view(poll_id)
-            if view is not None and view.status == "closed":
+            gone = await self._safe_view(poll_id)
+            if gone is not None and gone.status == "closed":
                 self.stats.finalized_external += 1
-                await self._guarded(poll_id, self.finalize(view, ping=False))
+                await self._guarded(poll_id, self.finalize(gone, ping=False))
         for poll_id, view in current.items():
             if poll_id not in self._known_active:
                 self._remember(poll_id, view.channel_id)

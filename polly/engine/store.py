@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -146,7 +146,9 @@ class PollStore:
 
     # --- transitions --------------------------------------------------------------------------
 
-    async def _transition(self, poll_id: int, expected: Sequence[object], **values: object) -> bool:
+    async def _transition(
+        self, poll_id: int, expected: Sequence[ColumnElement[bool]], **values: object
+    ) -> bool:
         async def work(session: AsyncSession) -> bool:
             result = await session.execute(update(Poll).where(Poll.id == poll_id, *expected).values(**values))
             return bool(result.rowcount == 1)  # type: ignore[attr-defined]
