@@ -239,6 +239,10 @@ class FailureTracker:
         """Drop expired records now; returns how many."""
         return len(self._records.expire())
 
+    def now(self) -> float:
+        """The current reading of this tracker's ``timer``."""
+        return self._timer()
+
     def to_datetime(self, timer_value: float) -> datetime:
         """A reading of this tracker's ``timer`` as an aware UTC datetime."""
         return datetime.fromtimestamp(self._epoch_offset + timer_value, tz=UTC)
