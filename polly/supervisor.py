@@ -227,20 +227,20 @@ class Supervisor:
         self._state = "closing"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + deadline_seconds
-        order = [e for e in self._entries.values() if e.task is not None]
-        for entry in reversed(order):
-            task = entry.task
-            assert task is not None
+        # Captured now: a done-callback drops an entry's task as soon as it ends.
+        order = [(e.name, e.task) for e in self._entries.values() if e.task is not None]
+        for _name, task in reversed(order):
             if task.done():
                 continue
             task.cancel()
             remaining = deadline - loop.time()
             if remaining > 0:
                 await asyncio.wait({task}, timeout=remaining)
-        late = {e.task for e in order if e.task is not None and not e.task.done()}
+        late = {task for _name, task in order if not task.done()}
         if late:
             await asyncio.wait(late, timeout=max(0.0, deadline - loop.time()))
-        self._stuck = tuple(e.name for e in order if e.task is not None and not e.task.done())
+        self._stuck = tuple(name for name, task in order if not task.done())
+        del order, late  # no reference to a finished task outlives the shutdown
         self._closing.set()
         if self._stuck:
             logger.error(
@@ -249,6 +249,7 @@ class Supervisor:
             )  # fmt: skip
         elif self._host is not None:
             await self._host  # no child left: the group exits at once
+            self._host = None
         self._state = "closed"
         if self._unregister is not None:
             self._unregister()
@@ -428,6 +429,11 @@ class Supervisor:
             cancelled=self._cancelled,
             failing=tuple(sorted({t.name for t in live if t.failing})),
         )
+
+    @property
+    def live_count(self) -> int:
+        """The number of live tasks (O(1))."""
+        return len(self._entries)
 
     @property
     def stuck(self) -> tuple[str, ...]:

@@ -41,7 +41,9 @@ def test_cache_counts_hits_misses_expirations_and_evictions() -> None:
     clock.tick(10)  # ttl passed for b and c
     assert cache.get("b") is None
     cache["d"] = 4  # the write purges the expired entries
-    assert cache.stats() == CacheStats(name="c", size=1, max_size=2, hits=2, misses=3, expirations=2, evictions=1)
+    assert cache.stats() == CacheStats(
+        name="c", size=1, max_size=2, hits=2, misses=3, expirations=2, evictions=1
+    )
 
 
 def test_cache_entry_lives_ttl_seconds_from_its_last_write() -> None:
@@ -54,7 +56,9 @@ def test_cache_entry_lives_ttl_seconds_from_its_last_write() -> None:
     assert cache.get("k") is None
 
 
-@pytest.mark.parametrize(("maxsize", "ttl", "message"), [(0, 1.0, "maxsize must be >= 1"), (1, 0.0, "ttl must be > 0")])
+@pytest.mark.parametrize(
+    ("maxsize", "ttl", "message"), [(0, 1.0, "maxsize must be >= 1"), (1, 0.0, "ttl must be > 0")]
+)
 def test_cache_rejects_unbounded_settings(maxsize: int, ttl: float, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         BoundedTTLCache(name="bad", maxsize=maxsize, ttl=ttl)
@@ -144,7 +148,12 @@ def test_tracker_is_bounded_by_size_and_by_ttl() -> None:
     clock.tick(1)
     assert tracker.keys() == [9]
     stats = tracker.stats()
-    assert (stats.name, stats.evictions, stats.expirations, stats.max_size) == ("message_fetch_failures", 7, 2, 3)
+    assert (stats.name, stats.evictions, stats.expirations, stats.max_size) == (
+        "message_fetch_failures",
+        7,
+        2,
+        3,
+    )
 
 
 def test_tracker_times_are_aware_utc() -> None:
@@ -176,7 +185,9 @@ LOGGER = "tests.throttle"
 
 
 def _throttle(clock: FakeClock, max_categories: int = 10) -> LogThrottle:
-    return LogThrottle(logging.getLogger(LOGGER), window_seconds=60, max_categories=max_categories, timer=clock)
+    return LogThrottle(
+        logging.getLogger(LOGGER), window_seconds=60, max_categories=max_categories, timer=clock
+    )
 
 
 def _lines(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:

@@ -92,7 +92,10 @@ async def test_live_lists_names_and_ages_on_the_injected_clock() -> None:
         sup.start_loop("second", forever())
         fake.now = 25.0
         live = sup.live()
-        assert [(t.name, t.kind, t.age_seconds) for t in live] == [("first", "loop", 25.0), ("second", "loop", 15.0)]
+        assert [(t.name, t.kind, t.age_seconds) for t in live] == [
+            ("first", "loop", 25.0),
+            ("second", "loop", 15.0),
+        ]
 
 
 async def test_a_failing_task_never_cancels_its_siblings(caplog: pytest.LogCaptureFixture) -> None:
@@ -120,7 +123,9 @@ async def test_a_failing_task_never_cancels_its_siblings(caplog: pytest.LogCaptu
     assert "short task broke" in caplog.text
 
 
-async def test_chaos_loop_restarts_with_growing_delays_and_is_reported(caplog: pytest.LogCaptureFixture) -> None:
+async def test_chaos_loop_restarts_with_growing_delays_and_is_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """A loop that always raises is restarted with growing, capped delays and shown as failing."""
     fake = FakeTime()
     calls = 0
