@@ -204,6 +204,9 @@ class EngineSettings(_Section):
     reconcile_lookback_hours: float = Field(24.0, gt=0)
     orphan_after_seconds: float = Field(6 * 3600.0, ge=60)
     vote_queue_max: int = Field(10_000, ge=1)
+    vote_workers: int = Field(
+        4, ge=1, le=64, description="concurrent vote writers; one message's events stay in order"
+    )
     startup_timeout_seconds: float = Field(60.0, gt=0)
     shutdown_timeout_seconds: float = Field(10.0, gt=0)
     status_interval_seconds: float = Field(10.0, ge=1)

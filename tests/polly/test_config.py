@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from pydantic import BaseModel
+
 from polly.cli import main
 from polly.config import Settings, load_settings, redact_url
 from polly.errors import ConfigError

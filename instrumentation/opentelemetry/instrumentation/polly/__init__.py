@@ -1,29 +1,14 @@
-"""OpenTelemetry metrics for polly and any asyncio service: gc census, process memory, pools, tasks.
+"""OpenTelemetry metrics for polly and any asyncio service: gc census, process, gc, pools, tasks, caches.
 
-The signals are built by the instrumentation issue; this module already registers the
-``opentelemetry_instrumentor`` entry point ``polly`` so ``opentelemetry-instrument`` finds it.
+Every metric is listed in ``docs/metrics.md``. :class:`PollyInstrumentor` is the
+``opentelemetry_instrumentor`` entry point ``polly``; :func:`setup.start_telemetry` builds a
+MeterProvider from polly's settings (the ``polly.telemetry`` entry point ``otel``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Any
-
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-
+from opentelemetry.instrumentation.polly._core import Options
+from opentelemetry.instrumentation.polly._instrumentor import PollyInstrumentor
 from opentelemetry.instrumentation.polly.version import __version__
 
-__all__ = ["PollyInstrumentor", "__version__"]
-
-
-class PollyInstrumentor(BaseInstrumentor):  # type: ignore[misc]
-    """Emits polly's runtime metrics through a MeterProvider."""
-
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return ()
-
-    def _instrument(self, **kwargs: Any) -> None:
-        return None
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        return None
+__all__ = ["Options", "PollyInstrumentor", "__version__"]

@@ -1,0 +1,149 @@
+"""Leak signals from recent censuses and RSS samples, and the ``memory_profiler`` snapshot log.
+
+Nothing here frees memory or calls ``gc.collect()``: these only observe and log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from itertools import pairwise
+
+from opentelemetry.instrumentation.polly._census import CensusResult
+
+logger = logging.getLogger("opentelemetry.instrumentation.polly")
+profiler_logger = logging.getLogger("memory_profiler")
+
+#: Suspects named in one log line at most.
+MAX_SUSPECTS_LOGGED = 10
+
+
+class LeakDetector:
+    """Classes whose count grew in each of the last ``consecutive`` censuses.
+
+    With ``consecutive = K`` a class is a suspect when its counts over the last K censuses are
+    strictly increasing (K - 1 growths). Only the most numerous classes of each census are tracked
+    (``CensusResult.top_counts``), so memory is bounded by K times that size.
+    """
+
+    def __init__(self, consecutive: int) -> None:
+        if consecutive < 2:
+            msg = f"consecutive_snapshots must be at least 2, got {consecutive}"
+            raise ValueError(msg)
+        self.consecutive = consecutive
+        self._history: deque[dict[str, int]] = deque(maxlen=consecutive)
+
+    def observe(self, result: CensusResult) -> list[tuple[str, int, int]]:
+        """Add a census; return suspects as ``(name, growth over the window, current count)``."""
+        self._history.append(result.top_counts)
+        if len(self._history) < self.consecutive:
+            return []
+        snapshots = list(self._history)
+        suspects: list[tuple[str, int, int]] = []
+        for name, last in snapshots[-1].items():
+            series = [snap.get(name, -1) for snap in snapshots]
+            if series[0] >= 0 and all(a < b for a, b in pairwise(series)):
+                suspects.append((name, last - series[0], last))
+        suspects.sort(key=lambda s: s[1], reverse=True)
+        if suspects:
+            shown = ", ".join(f"{n} +{g:,} (now {c:,})" for n, g, c in suspects[:MAX_SUSPECTS_LOGGED])
+            logger.warning(
+                "leak suspects: %d class(es) grew in each of the last %d censuses: %s",
+                len(suspects),
+                self.consecutive,
+                shown,
+            )
+        return suspects
+
+
+class RssGrowth:
+    """RSS growth rate over a sliding window, in bytes per second, with a threshold warning.
+
+    Samples older than ``window_seconds`` are dropped (at most ``max_samples`` kept). The rate is
+    ``(newest - oldest) / elapsed`` and is ``None`` until two samples at least a tenth of the window
+    apart exist. The warning (``warn_percent_per_hour`` > 0) fires when the growth, expressed as a
+    percentage of the oldest sample per hour, exceeds the threshold; it is logged once and again
+    only after the rate has fallen back below the threshold.
+    """
+
+    def __init__(
+        self,
+        window_seconds: float,
+        warn_percent_per_hour: float,
+        clock: Callable[[], float],
+        max_samples: int = 720,
+    ) -> None:
+        self.window_seconds = window_seconds
+        self.warn_percent_per_hour = warn_percent_per_hour
+        self._clock = clock
+        self._samples: deque[tuple[float, int]] = deque(maxlen=max_samples)
+        self._warned = False
+        self.rate: float | None = None
+
+    def add(self, rss_bytes: int) -> float | None:
+        now = self._clock()
+        self._samples.append((now, rss_bytes))
+        while self._samples and now - self._samples[0][0] > self.window_seconds:
+            self._samples.popleft()
+        t0, r0 = self._samples[0]
+        elapsed = now - t0
+        if elapsed < self.window_seconds / 10 or elapsed <= 0:
+            self.rate = None
+            return None
+        self.rate = (rss_bytes - r0) / elapsed
+        self._check(r0)
+        return self.rate
+
+    def _check(self, base: int) -> None:
+        if self.warn_percent_per_hour <= 0 or self.rate is None or base <= 0:
+            return
+        percent_per_hour = self.rate * 3600 / base * 100
+        if percent_per_hour > self.warn_percent_per_hour:
+            if not self._warned:
+                self._warned = True
+                logger.warning(
+                    "RSS is growing %.1f%%/hour (%.1f MB/hour over the last %.0f s), above the %.1f%%/hour "
+                    "threshold (leak_detection.rss_growth_warn_percent_per_hour)",
+                    percent_per_hour,
+                    self.rate * 3600 / 1e6,
+                    self.window_seconds,
+                    self.warn_percent_per_hour,
+                )
+        elif self._warned:
+            self._warned = False
+            logger.info("RSS growth back below %.1f%%/hour", self.warn_percent_per_hour)
+
+
+def format_snapshot(result: CensusResult, top_n: int) -> str:
+    """The ``memory_profiler`` text of one census.
+
+    Format::
+
+        Memory Snapshot: 1,234,567 tracked objects, ~95.3 MB estimated shallow size, census 48.1 ms
+        Top 3 by object count:
+          builtins.dict: 120,345
+          ...
+        Top 3 by memory usage:
+          builtins.dict: 30.1 MB
+          ...
+    """
+    header = (
+        f"Memory Snapshot: {result.total_objects:,} tracked objects, "
+        f"~{result.total_size_bytes / 1e6:.1f} MB estimated shallow size, "
+        f"census {result.busy_seconds * 1e3:.1f} ms"
+    )
+    lines = [
+        header,
+        f"Top {min(top_n, len(result.by_count))} by object count:",
+    ]
+    lines.extend(f"  {row.name}: {row.count:,}" for row in result.by_count[:top_n])
+    lines.append(f"Top {min(top_n, len(result.by_size))} by memory usage:")
+    lines.extend(f"  {row.name}: {row.size_bytes / 1e6:.1f} MB" for row in result.by_size[:top_n])
+    return "\n".join(lines)
+
+
+def log_snapshot(result: CensusResult, top_n: int) -> None:
+    """Log one census to the ``memory_profiler`` logger at INFO."""
+    if profiler_logger.isEnabledFor(logging.INFO):
+        profiler_logger.info("%s", format_snapshot(result, top_n))

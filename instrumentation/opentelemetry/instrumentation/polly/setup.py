@@ -1,0 +1,190 @@
+"""Build the MeterProvider from polly's settings: the ``polly.telemetry`` entry point ``otel``.
+
+``polly run`` finds this without importing OpenTelemetry itself::
+
+    [project.entry-points."polly.telemetry"]
+    otel = "opentelemetry.instrumentation.polly.setup:start_telemetry"
+
+``start_telemetry(settings, *, loop=None) -> TelemetryHandle`` reads
+``settings.general.monitoring``:
+
+* ``otlp.endpoint`` set: a periodic OTLP exporter (``grpc`` or ``http/protobuf``; headers,
+  ``timeout_seconds``, ``export_interval_seconds``, ``export_timeout_seconds``, ``insecure``); the
+  standard ``OTEL_*`` variables were already folded into these settings. For ``http/protobuf`` an
+  endpoint without a path gets ``/v1/metrics``. Outages are logged once and recoveries once.
+  Unset: nothing is exported over the network (signals, leak warnings and the memory profiler log
+  still work).
+* ``prometheus.enabled``: a scrape endpoint on ``host:port`` (``127.0.0.1`` by default).
+* resource: ``service.name``, ``service.version`` (polly's version), ``service.instance.id``
+  (configured, else a random UUID per process), plus ``OTEL_RESOURCE_ATTRIBUTES``.
+* ``enabled: false`` (or ``OTEL_SDK_DISABLED=true``): a handle that does nothing.
+
+The handle (:class:`TelemetryHandle`):
+
+* ``loop`` given (or a loop running in the calling thread): the census and loop-side samplers are
+  scheduled on it, thread-safely. Otherwise the owner must run ``await handle.run()`` (in polly, a
+  supervised task); until then no census is taken (other metrics work).
+* ``handle.run()``: the loop-side work (census every ``memory_profiling.interval_seconds``, RSS and
+  task sampling, gc pause draining), until cancelled. Never raises on its own.
+* ``handle.register_engine(engine, name=None)`` / ``handle.register_redis_pool(pool, name=None)``.
+* ``handle.census_now()``: one census right away on the calling thread (tools, tests).
+* ``handle.meter_provider``: the SDK MeterProvider (``None`` when disabled).
+* ``handle.shutdown(timeout_seconds=5.0)``: stop every signal, flush once (bounded by the timeout
+  even with the collector down), stop the scrape server. Idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from opentelemetry.instrumentation.polly._census import CensusResult
+from opentelemetry.instrumentation.polly._core import Options, Telemetry
+from opentelemetry.instrumentation.polly._export import OutageReportingExporter
+from opentelemetry.instrumentation.polly._instrumentor import _running_loop, session_for
+from opentelemetry.instrumentation.polly.version import __version__
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+
+from polly.config import MonitoringSettings, Settings, redact_url
+from polly.stats import StatsRegistry, registry
+
+logger = logging.getLogger("opentelemetry.instrumentation.polly")
+
+
+class TelemetryHandle:
+    """What :func:`start_telemetry` returns; see the module docstring."""
+
+    def __init__(
+        self,
+        meter_provider: MeterProvider | None,
+        telemetry: Telemetry | None,
+        exporter: OutageReportingExporter | None = None,
+        server: Any = None,
+    ) -> None:
+        self.meter_provider = meter_provider
+        self.telemetry = telemetry
+        self.exporter = exporter
+        self._server = server
+        self._closed = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.telemetry is not None
+
+    async def run(self) -> None:
+        if self.telemetry is None:
+            await asyncio.Event().wait()  # disabled: park until cancelled, like the enabled variant
+            return
+        await self.telemetry.run()
+
+    def census_now(self) -> CensusResult | None:
+        return None if self.telemetry is None else self.telemetry.census.census_now()
+
+    def register_engine(self, engine: Any, name: str | None = None) -> str | None:
+        return None if self.telemetry is None else self.telemetry.pools.add_engine(engine, name)
+
+    def register_redis_pool(self, pool: Any, name: str | None = None) -> str | None:
+        return None if self.telemetry is None else self.telemetry.pools.add_redis_pool(pool, name)
+
+    def shutdown(self, timeout_seconds: float = 5.0) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.telemetry is not None:
+            self.telemetry.stop()
+        if self.meter_provider is not None:
+            self.meter_provider.shutdown(timeout_millis=timeout_seconds * 1000)
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+def _otlp_exporter(monitoring: MonitoringSettings) -> MetricExporter:
+    otlp = monitoring.otlp
+    assert otlp.endpoint is not None
+    headers = {k: v.get_secret_value() for k, v in otlp.headers.items()}
+    if otlp.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
+
+        insecure = otlp.insecure if otlp.insecure is not None else otlp.endpoint.startswith("http://")
+        return Grpc(
+            endpoint=otlp.endpoint, insecure=insecure, headers=headers or None, timeout=otlp.timeout_seconds
+        )
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
+
+    return Http(
+        endpoint=http_metrics_url(otlp.endpoint), headers=headers or None, timeout=otlp.timeout_seconds
+    )
+
+
+def http_metrics_url(endpoint: str) -> str:
+    """``endpoint`` with ``/v1/metrics`` appended when it has no path (as OTEL_EXPORTER_OTLP_ENDPOINT)."""
+    parts = urlsplit(endpoint)
+    if parts.path in ("", "/"):
+        return urlunsplit((parts.scheme, parts.netloc, "/v1/metrics", parts.query, parts.fragment))
+    return endpoint
+
+
+def _prometheus(monitoring: MonitoringSettings) -> tuple[MetricReader, Any]:
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import start_http_server
+
+    reader = PrometheusMetricReader()
+    server, _thread = start_http_server(monitoring.prometheus.port, addr=monitoring.prometheus.host)
+    logger.info(
+        "Prometheus metrics on http://%s:%d/metrics", monitoring.prometheus.host, monitoring.prometheus.port
+    )
+    return reader, server
+
+
+def build_resource(monitoring: MonitoringSettings) -> Resource:
+    return Resource.create(
+        {
+            "service.name": monitoring.service_name,
+            "service.version": __version__,
+            "service.instance.id": monitoring.service_instance_id or str(uuid.uuid4()),
+        }
+    )
+
+
+def start_telemetry(
+    settings: Settings,
+    *,
+    loop: asyncio.AbstractEventLoop | None = None,
+    stats: StatsRegistry = registry,
+) -> TelemetryHandle:
+    """Build the MeterProvider and every signal from ``settings``; see the module docstring."""
+    monitoring = settings.general.monitoring
+    if not monitoring.enabled:
+        logger.info("monitoring disabled: no metrics")
+        return TelemetryHandle(None, None)
+    readers: list[MetricReader] = []
+    exporter: OutageReportingExporter | None = None
+    server = None
+    otlp = monitoring.otlp
+    if otlp.endpoint:
+        exporter = OutageReportingExporter(_otlp_exporter(monitoring), redact_url(otlp.endpoint))
+        readers.append(
+            PeriodicExportingMetricReader(
+                exporter,
+                export_interval_millis=otlp.export_interval_seconds * 1000,
+                export_timeout_millis=otlp.export_timeout_seconds * 1000,
+            )
+        )
+    if monitoring.prometheus.enabled:
+        reader, server = _prometheus(monitoring)
+        readers.append(reader)
+    if not readers:
+        logger.info("no OTLP endpoint and no Prometheus endpoint: metrics are not exported")
+    provider = MeterProvider(
+        metric_readers=readers, resource=build_resource(monitoring), shutdown_on_exit=False
+    )
+    telemetry = session_for(
+        provider, Options.from_monitoring(monitoring), stats, loop or _running_loop(), thread_fallback=False
+    )
+    return TelemetryHandle(provider, telemetry, exporter, server)

@@ -1,0 +1,77 @@
+"""``polly soak``: run the sandbox engine under load and write a report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from polly.cli.main import config_option, settings_or_exit
+from polly.cli.run_cmd import configure_logging
+from polly.errors import PollyError
+
+
+@click.command()
+@config_option
+@click.option(
+    "--duration", type=click.FloatRange(min=10), default=600.0, show_default=True, help="Seconds of load."
+)
+@click.option("--warmup", type=click.FloatRange(min=0), default=120.0, show_default=True,
+              help="Seconds before RSS growth is measured.")  # fmt: skip
+@click.option("--polls", type=click.IntRange(min=1, max=100_000), default=2000, show_default=True)
+@click.option(
+    "--voters", type=click.IntRange(min=1), default=10, show_default=True, help="Simulated users per poll."
+)
+@click.option("--events-per-second", type=click.FloatRange(min=0.1), default=200.0, show_default=True)
+@click.option("--fault-rate", type=click.FloatRange(min=0, max=1), default=0.2, show_default=True,
+              help="Share of Discord calls that fail (5xx, 429, 404, 403, deletions, latency).")  # fmt: skip
+@click.option("--replicas", type=click.IntRange(min=1, max=8), default=2, show_default=True)
+@click.option(
+    "--database-url", default=None, help="Database to soak (default: the configured one). Must be empty."
+)
+@click.option("--sample-interval", type=click.FloatRange(min=1), default=10.0, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True, help="Random seed of the simulation.")
+@click.option("--report-dir", type=click.Path(path_type=Path), default=Path("soak-report"), show_default=True)
+def soak(
+    *,
+    config_path: Path | None,
+    duration: float,
+    warmup: float,
+    polls: int,
+    voters: int,
+    events_per_second: float,
+    fault_rate: float,
+    replicas: int,
+    database_url: str | None,
+    sample_interval: float,
+    seed: int,
+    report_dir: Path,
+) -> None:
+    """Run replicas of the engine against the sandbox under load and faults; write report.json and
+    report.png; exit 1 if a vote was lost, a transition happened twice or a poll was deleted."""
+    from polly.engine.soak import SoakOptions, run_soak, soak_settings
+
+    settings = soak_settings(settings_or_exit(config_path), database_url)
+    configure_logging(settings.general.log_level)
+    options = SoakOptions(
+        duration_seconds=duration, warmup_seconds=warmup, polls=polls, voters=voters,
+        events_per_second=events_per_second, fault_rate=fault_rate, replicas=replicas,
+        sample_interval_seconds=sample_interval, seed=seed, report_dir=report_dir,
+    )  # fmt: skip
+    try:
+        report = asyncio.run(run_soak(settings, options))
+    except PollyError as err:
+        click.echo(f"polly: {err}", err=True)
+        sys.exit(1)
+    summary = {k: v for k, v in report.items() if k not in ("samples", "engines", "sandbox", "options")}
+    click.echo(json.dumps(summary, indent=2))
+    failed = (
+        report["lost_votes"]
+        or report["double_transitions"]
+        or report["deleted_polls"]
+        or report["phantom_votes"]
+    )
+    sys.exit(1 if failed else 0)

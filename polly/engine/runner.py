@@ -1,0 +1,221 @@
+"""``polly run``: settings → database → gateway → engine on the supervisor, until a signal.
+
+Start-up order: the database (a fresh one gets upstream's schema; an existing one must pass the
+schema check, else ``polly db upgrade`` is named), telemetry (the ``polly.telemetry`` entry point,
+when installed and enabled: polly itself never imports OpenTelemetry), the gateway (discord.py
+with ``DISCORD_TOKEN``, or the sandbox), then the engine's loops. SIGINT and SIGTERM stop it
+gracefully within ``engine.shutdown_timeout_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import psutil
+from sqlalchemy import func, select
+
+from polly.config import Settings
+from polly.db.engine import Database
+from polly.db.models import Poll
+from polly.db.schema import check_schema, create_schema
+from polly.engine.gateway import Gateway
+from polly.engine.sandbox import SandboxGateway
+from polly.engine.sandbox_voters import SandboxVoters
+from polly.engine.service import Engine, utcnow_naive
+from polly.errors import PollyError, SchemaError
+from polly.supervisor import Readiness, Supervisor
+
+logger = logging.getLogger("polly")
+status_logger = logging.getLogger("polly.status")
+
+DEMO_GUILD_ID = 900_000_000_000_000_001
+DEMO_CHANNEL_ID = 900_000_000_000_000_002
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """What ``polly run`` was asked for."""
+
+    sandbox: bool = False
+    duration_seconds: float | None = None
+    seed_polls: int = 3
+    voters: int = 40
+    events_per_second: float = 4.0
+
+
+def prepare_database(database: Database) -> None:
+    """Create upstream's schema on a fresh database; refuse one that cannot be used as it is."""
+    url = database.settings.url.get_secret_value()
+    if url.startswith("sqlite") and ":memory:" not in url and "///" in url:
+        Path(url.split("///", 1)[1].split("?", 1)[0]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    report = check_schema(database.sync_engine)
+    if report.detected_version is None:
+        create_schema(database.sync_engine)
+        logger.info("created upstream's schema in %s", database.redacted_url)
+        return
+    if not report.usable:
+        findings = "; ".join(report.lines()[2:])
+        msg = f"the database {database.redacted_url} cannot be used as it is ({findings}); "
+        msg += "run `polly db upgrade`"
+        raise SchemaError(msg)
+    if not report.up_to_date:
+        logger.warning(
+            "database %s lacks polly's indexes; `polly db upgrade` adds them", database.redacted_url
+        )
+
+
+async def seed_demo_polls(database: Database, count: int) -> int:
+    """A few polls for the sandbox, written only into an empty database. Returns how many."""
+    async with database.async_session_scope() as session:
+        if (await session.scalar(select(func.count()).select_from(Poll))) or count <= 0:
+            return 0
+        now = utcnow_naive()
+        kinds: list[dict[str, Any]] = [
+            {"name": "Lunch", "options": ["Pizza", "Tacos", "Salad"], "multiple_choice": False},
+            {"name": "Team games", "options": ["Chess", "Go", "Bridge", "Poker"], "multiple_choice": True,
+             "max_choices": 2},
+            {"name": "Secret ballot", "options": ["Yes", "No"], "anonymous": True},
+        ]  # fmt: skip
+        for i in range(count):
+            kind = kinds[i % len(kinds)]
+            poll = Poll(
+                question=f"Sandbox poll {i + 1}: what do you choose?",
+                server_id=str(DEMO_GUILD_ID),
+                channel_id=str(DEMO_CHANNEL_ID),
+                creator_id="0",
+                open_time=now,
+                close_time=now + timedelta(minutes=10 + 5 * i),
+                open_immediately=True,
+                timezone="UTC",
+                status="scheduled",
+                **{k: v for k, v in kind.items() if k != "options"},
+            )
+            poll.options = kind["options"]
+            session.add(poll)
+    return count
+
+
+def _start_telemetry(settings: Settings, loop: asyncio.AbstractEventLoop) -> list[Any]:
+    """Start every installed ``polly.telemetry`` plugin; a failing plugin is logged, never fatal."""
+    if not settings.general.monitoring.enabled:
+        return []
+    handles = []
+    for ep in entry_points(group="polly.telemetry"):
+        try:
+            handles.append(ep.load()(settings, loop=loop))
+        except Exception:
+            logger.exception("telemetry plugin %s failed to start; running without it", ep.name)
+    return handles
+
+
+def _status_line(engine: Engine, database: Database, counts: dict[str, int], rate: float) -> str:
+    pools = database.engine_stats()
+    used = sum(p.used for p in pools)
+    limit = sum(p.max_connections for p in pools)
+    s = engine.stats()
+    rss = psutil.Process().memory_info().rss / 1_048_576
+    states = " ".join(f"{k}={counts.get(k, 0)}" for k in ("scheduled", "active", "closed"))
+    return (
+        f"polls {states} | votes recorded={s.votes_recorded} | events/s={rate:.1f} "
+        f"(queued {s.event_queue_depth}, dropped {s.events_dropped}) | rss={rss:.1f} MB "
+        f"| db pool used={used}/{limit}"
+    )
+
+
+async def _status_loop(engine: Engine, database: Database, interval: float, ready: Readiness) -> None:
+    ready.ready()
+    last_events, last_time = engine.votes.stats.events, time.monotonic()
+    while True:
+        await asyncio.sleep(interval)
+        async with database.async_session_scope() as session:
+            rows = await session.execute(select(Poll.status, func.count()).group_by(Poll.status))
+            counts = {str(status): int(n) for status, n in rows}
+        now, events = time.monotonic(), engine.votes.stats.events
+        rate = (events - last_events) / max(now - last_time, 1e-9)
+        last_events, last_time = events, now
+        status_logger.info("%s", _status_line(engine, database, counts, rate))
+
+
+def build_gateway(settings: Settings, options: RunOptions) -> Gateway:
+    """The sandbox, or discord.py with ``DISCORD_TOKEN`` (a clear error without one)."""
+    if options.sandbox:
+        rng = random.Random()  # noqa: S311 - simulation, not cryptography
+        return SandboxGateway(rng=rng, max_events=settings.engine.vote_queue_max)
+    token = settings.discord.token
+    if token is None or not token.get_secret_value().strip():
+        msg = "DISCORD_TOKEN is not set: set it to run against Discord, or use `polly run --sandbox`"
+        raise PollyError(msg)
+    from polly.engine.discord_adapter import DiscordGateway
+
+    return DiscordGateway(
+        token, api_base=settings.discord.api_base, max_events=settings.engine.vote_queue_max
+    )
+
+
+async def run(settings: Settings, options: RunOptions, *, stop: asyncio.Event | None = None) -> None:
+    """Run until ``stop`` is set, a signal arrives, or ``options.duration_seconds`` pass."""
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    database = Database(settings.database)
+    await asyncio.to_thread(prepare_database, database)
+    database.open()
+    telemetry = _start_telemetry(settings, loop)
+    gateway = build_gateway(settings, options)
+    engine = Engine(settings, database, gateway)
+    cfg = settings.engine
+    try:
+        async with Supervisor(name="polly", shutdown_timeout_seconds=cfg.shutdown_timeout_seconds) as sup:
+            for handle in telemetry:
+                if callable(getattr(handle, "run", None)):
+                    sup.start_loop("telemetry", _adapt(handle.run))
+            engine.start(sup)
+            if isinstance(gateway, SandboxGateway):
+                seeded = await seed_demo_polls(database, options.seed_polls)
+                if seeded:
+                    logger.info("sandbox: seeded %d demo poll(s)", seeded)
+                voters = SandboxVoters(
+                    gateway,
+                    voters=options.voters,
+                    events_per_second=options.events_per_second,
+                    rng=random.Random(),  # noqa: S311 - simulation, not cryptography
+                )
+                sup.start_loop("sandbox-voters", _adapt(voters.run))
+            sup.start_loop(
+                "status", lambda ready: _status_loop(engine, database, cfg.status_interval_seconds, ready)
+            )
+            await sup.wait_ready(cfg.startup_timeout_seconds)
+            logger.info("polly is running (replica %s); Ctrl-C stops it", engine.replica)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), options.duration_seconds)
+            logger.info("stopping")
+            stuck = await sup.shutdown(cfg.shutdown_timeout_seconds)
+            if stuck:
+                logger.error("did not stop in time: %s", ", ".join(stuck))
+    finally:
+        engine.close()
+        for handle in telemetry:
+            with contextlib.suppress(Exception):
+                handle.shutdown()
+        await database.dispose()
+
+
+def _adapt(fn: Callable[[], Any]) -> Callable[[Readiness], Any]:
+    async def run(ready: Readiness) -> None:
+        ready.ready()
+        await fn()
+
+    return run

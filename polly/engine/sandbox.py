@@ -1,0 +1,428 @@
+"""An in-process Discord stand-in implementing :class:`~polly.engine.gateway.Gateway`.
+
+Guilds, channels, messages and reactions live in memory; channels are created on first use
+(``default_guild_id`` unless :meth:`SandboxGateway.ensure_channel` named the guild), so any
+guild and channel a database's polls refer to can be served. Simulated users act through
+:meth:`SandboxGateway.user_add_reaction` / :meth:`~SandboxGateway.user_remove_reaction` (see
+:class:`polly.engine.sandbox_voters.SandboxVoters`), which feed both the raw event queue and the
+ground truth (:mod:`polly.engine.sandbox_truth`).
+
+Faults (:class:`FaultRates`) are drawn per REST call from the injected RNG: at most one of
+not found, forbidden, 429, 5xx or "message deleted" (the message really goes, for good), plus
+latency slept with the injected ``sleep``. A 429 blocks the channel for its retry-after on the
+injected clock; a call inside that window fails again and counts as a rate-limit violation.
+
+Like Discord: the bot's own reactions raise ``add`` events; removing a user's reaction raises a
+``remove`` event naming that user; clearing reactions raises none. Unlike Discord: every bound is
+explicit (``max_messages``, ``max_channels``, ``max_tracked_voters``, ``max_events``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from polly.engine.gateway import (
+    MAX_REACTIONS_PER_MESSAGE,
+    NO_MENTIONS,
+    AllowedMentions,
+    Embed,
+    FetchedMessage,
+    PostedMessage,
+    ReactionCount,
+    ReactionEvent,
+    ReactionEventQueue,
+    ReactionQueueStats,
+    ReactionUser,
+    check_message,
+    check_page_limit,
+)
+from polly.engine.sandbox_faults import FaultInjector, FaultRates
+from polly.engine.sandbox_truth import MessageTruth, SandboxCounters, Tally, VoterTruth
+from polly.errors import GatewayError, NotFoundError
+
+__all__ = ["SANDBOX_BOT_ID", "FaultRates", "SandboxGateway"]
+
+SANDBOX_BOT_ID = 1_100_000_000_000_000_001
+_FIRST_MESSAGE_ID = 1_300_000_000_000_000_000
+_DM_BUCKET = -1  # rate-limit key shared by every DM
+_EVICTION_SCAN = 64  # how many of the oldest messages eviction looks at for one without votes
+
+
+@dataclass(slots=True)
+class _Message:
+    id: int
+    channel_id: int
+    guild_id: int
+    content: str | None
+    embed: Embed | None
+    allowed_mentions: AllowedMentions
+    deleted: bool = False
+    reactions: dict[str, set[int]] = field(default_factory=dict)
+    voters: dict[int, dict[str, Tally]] = field(default_factory=dict)
+
+
+class SandboxGateway:
+    """The sandbox gateway. ``rng``, ``clock`` (monotonic seconds) and ``sleep`` are injected."""
+
+    def __init__(
+        self,
+        *,
+        rng: random.Random,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        faults: FaultRates | None = None,
+        bot_user_id: int = SANDBOX_BOT_ID,
+        other_bot_ids: Iterable[int] = (),
+        default_guild_id: int = 1,
+        max_events: int = 10_000,
+        max_messages: int = 50_000,
+        max_channels: int = 10_000,
+        max_tracked_voters: int = 500_000,
+    ) -> None:
+        if min(max_messages, max_channels, max_tracked_voters) < 1:
+            msg = "max_messages, max_channels and max_tracked_voters must each be at least 1"
+            raise ValueError(msg)
+        self._injector = FaultInjector(faults or FaultRates(), rng=rng, clock=clock, sleep=sleep)
+        self._bot = bot_user_id
+        self._bots = frozenset({bot_user_id, *other_bot_ids})
+        self._default_guild = default_guild_id
+        self._max_messages, self._max_channels, self._max_voters = (
+            max_messages,
+            max_channels,
+            max_tracked_voters,
+        )
+        self._events = ReactionEventQueue(max_events)
+        self._channels: dict[int, int] = {}  # channel -> guild
+        self._messages: OrderedDict[int, _Message] = OrderedDict()
+        self._votable: list[int] = []  # messages carrying bot reactions: what voters pick from
+        self._votable_at: dict[int, int] = {}
+        self._ids = itertools.count(_FIRST_MESSAGE_ID)
+        self._seq = itertools.count(1)
+        self._count: Counter[str] = Counter()
+        self._tracked = 0
+        self.recent_dms: deque[tuple[int, str | None, Embed | None]] = deque(maxlen=100)
+        self._ready = asyncio.Event()
+        self._closed = asyncio.Event()
+
+    # --- lifecycle and events ----------------------------------------------------------------------
+
+    @property
+    def bot_user_id(self) -> int:
+        return self._bot
+
+    def is_ready(self) -> bool:
+        return self._ready.is_set()
+
+    async def start(self) -> None:
+        self._closed.clear()
+        self._ready.set()
+        await self._closed.wait()
+
+    async def wait_until_ready(self) -> None:
+        await self._ready.wait()
+
+    async def close(self) -> None:
+        self._ready.clear()
+        self._closed.set()
+
+    async def next_reaction_event(self) -> ReactionEvent:
+        return await self._events.get()
+
+    def event_stats(self) -> ReactionQueueStats:
+        return self._events.stats()
+
+    def set_faults(self, faults: FaultRates) -> None:
+        """Change the fault rates from now on (storms in a soak)."""
+        self._injector.rates = faults
+
+    # --- world -------------------------------------------------------------------------------------
+
+    def ensure_channel(self, channel_id: int, guild_id: int) -> None:
+        """Make ``channel_id`` a channel of ``guild_id`` (what a database's poll rows say)."""
+        if channel_id not in self._channels:
+            self._guild_of(channel_id)
+        self._channels[channel_id] = guild_id
+
+    def _guild_of(self, channel_id: int) -> int:
+        guild = self._channels.get(channel_id)
+        if guild is None:
+            if len(self._channels) >= self._max_channels:
+                msg = f"channel {channel_id}: not found (the sandbox holds its limit of {self._max_channels})"
+                raise NotFoundError(msg)
+            guild = self._channels[channel_id] = self._default_guild
+        return guild
+
+    def delete_message(self, message_id: int) -> None:
+        """Delete a message as a moderator would; its truth is kept."""
+        msg = self._messages.get(message_id)
+        if msg is not None and not msg.deleted:
+            msg.deleted = True
+            msg.reactions.clear()
+            self._count["deleted"] += 1
+            self._set_votable(msg)
+
+    def pick_votable(self, rng: random.Random) -> tuple[int, list[str]] | None:
+        """A random live message with bot reactions and those emojis, or ``None`` if there is none."""
+        if not self._votable:
+            return None
+        msg = self._messages[self._votable[rng.randrange(len(self._votable))]]
+        return msg.id, [e for e, users in msg.reactions.items() if self._bot in users]
+
+    def has_reaction(self, message_id: int, user_id: int, emoji: str) -> bool:
+        msg = self._messages.get(message_id)
+        return msg is not None and user_id in msg.reactions.get(emoji, ())
+
+    def user_add_reaction(self, message_id: int, user_id: int, emoji: str) -> bool:
+        """A user reacts. Returns ``False`` (no event, no truth) if the message is gone, the user
+        already reacted so, or a cap refuses it (20 emojis per message, ``max_tracked_voters``)."""
+        msg = self._messages.get(message_id)
+        if msg is None or msg.deleted or user_id in msg.reactions.get(emoji, ()):
+            return False
+        new_pair = user_id not in msg.voters
+        if (emoji not in msg.reactions and len(msg.reactions) >= MAX_REACTIONS_PER_MESSAGE) or (
+            new_pair and self._tracked >= self._max_voters
+        ):
+            self._count["refused"] += 1
+            return False
+        if new_pair:
+            self._tracked += 1
+        tally = msg.voters.setdefault(user_id, {}).setdefault(emoji, Tally())
+        tally.adds, tally.held, tally.last_add_seq = tally.adds + 1, True, next(self._seq)
+        msg.reactions.setdefault(emoji, set()).add(user_id)
+        self._count["user_adds"] += 1
+        self._emit("add", msg, user_id, emoji)
+        return True
+
+    def user_remove_reaction(self, message_id: int, user_id: int, emoji: str) -> bool:
+        """A user takes a reaction back; ``False`` if they had none of that emoji there."""
+        msg = self._messages.get(message_id)
+        if msg is None or user_id not in msg.reactions.get(emoji, ()):
+            return False
+        msg.reactions[emoji].discard(user_id)
+        tally = msg.voters.get(user_id, {}).get(emoji)
+        if tally is not None:  # a bot's reaction (e.g. our own) has no tally
+            tally.removes, tally.held = tally.removes + 1, False
+        self._count["user_removes"] += 1
+        self._emit("remove", msg, user_id, emoji)
+        return True
+
+    # --- ground truth ------------------------------------------------------------------------------
+
+    def truth(self, message_id: int) -> MessageTruth:
+        """Everything known about one message, deleted or not (``KeyError`` if never posted or evicted)."""
+        m = self._messages[message_id]
+        return MessageTruth(
+            message_id=m.id,
+            channel_id=m.channel_id,
+            guild_id=m.guild_id,
+            content=m.content,
+            embed=m.embed,
+            allowed_mentions=m.allowed_mentions,
+            deleted=m.deleted,
+            reactions={e: frozenset(u) for e, u in m.reactions.items() if u},
+            voters={uid: VoterTruth.of(uid, t) for uid, t in m.voters.items()},
+        )
+
+    def message_ids(self) -> list[int]:
+        """Every message held, oldest first (at most ``max_messages``)."""
+        return list(self._messages)
+
+    def counters(self) -> SandboxCounters:
+        c = self._count
+        return SandboxCounters(
+            user_adds=c["user_adds"],
+            user_removes=c["user_removes"],
+            refused=c["refused"],
+            bot_adds=c["bot_adds"],
+            bot_removals=c["bot_removals"],
+            clears=c["clears"],
+            calls=c["calls"],
+            faults=dict(self._injector.injected),
+            rate_limit_violations=self._injector.violations,
+            messages=len(self._messages),
+            deleted_messages=c["deleted"],
+            evicted_messages=c["evicted"],
+            channels=len(self._channels),
+            tracked_voters=self._tracked,
+            dms=c["dms"],
+        )
+
+    # --- plumbing ----------------------------------------------------------------------------------
+
+    def _emit(self, kind: str, msg: _Message, user_id: int, emoji: str) -> None:
+        self._events.offer(
+            ReactionEvent(
+                "add" if kind == "add" else "remove",
+                msg.guild_id,
+                msg.channel_id,
+                msg.id,
+                user_id,
+                emoji,
+                is_bot=user_id in self._bots,
+            )
+        )
+
+    def _set_votable(self, msg: _Message) -> None:
+        votable = not msg.deleted and any(self._bot in u for u in msg.reactions.values())
+        if votable and msg.id not in self._votable_at:
+            self._votable_at[msg.id] = len(self._votable)
+            self._votable.append(msg.id)
+        elif not votable and msg.id in self._votable_at:
+            i = self._votable_at.pop(msg.id)
+            last = self._votable.pop()
+            if last != msg.id:
+                self._votable[i], self._votable_at[last] = last, i
+
+    async def _enter(self, what: str, channel_id: int, message_id: int | None = None) -> None:
+        self._count["calls"] += 1
+        if await self._injector.draw(
+            what, channel_id, message_id is not None and message_id in self._messages
+        ):
+            assert message_id is not None
+            self.delete_message(message_id)
+
+    def _live(self, what: str, channel_id: int, message_id: int) -> _Message:
+        msg = self._messages.get(message_id)
+        if msg is None or msg.deleted or msg.channel_id != channel_id:
+            text = f"{what}: not found (404, Unknown Message)"
+            raise NotFoundError(text)
+        return msg
+
+    def _store(
+        self, channel_id: int, content: str | None, embed: Embed | None, mentions: AllowedMentions
+    ) -> _Message:
+        guild = self._guild_of(channel_id)
+        if len(self._messages) >= self._max_messages:
+            oldest = itertools.islice(self._messages.values(), _EVICTION_SCAN)
+            victim = next((m for m in oldest if not m.voters), None)
+            if victim is None:
+                msg = (
+                    f"the sandbox holds its limit of {self._max_messages} messages and the "
+                    f"{_EVICTION_SCAN} oldest have votes; raise max_messages"
+                )
+                raise GatewayError(msg)
+            victim.reactions.clear()
+            self._set_votable(victim)
+            del self._messages[victim.id]
+            self._count["evicted"] += 1
+        message = _Message(next(self._ids), channel_id, guild, content, embed, mentions)
+        self._messages[message.id] = message
+        return message
+
+    # --- the Gateway operations --------------------------------------------------------------------
+
+    async def post_poll_message(
+        self,
+        channel_id: int,
+        *,
+        embed: Embed,
+        emojis: Sequence[str],
+        content: str | None = None,
+        allowed_mentions: AllowedMentions = NO_MENTIONS,
+    ) -> PostedMessage:
+        if len(emojis) > MAX_REACTIONS_PER_MESSAGE:
+            msg = f"a poll message takes at most {MAX_REACTIONS_PER_MESSAGE} reactions, got {len(emojis)}"
+            raise ValueError(msg)
+        message_id = await self.send_message(
+            channel_id, content=content, embed=embed, allowed_mentions=allowed_mentions
+        )
+        missing: list[str] = []
+        for emoji in emojis:
+            try:
+                await self.add_reaction(channel_id, message_id, emoji)
+            except GatewayError:
+                missing.append(emoji)
+        return PostedMessage(message_id, tuple(missing))
+
+    async def edit_message(
+        self, channel_id: int, message_id: int, *, embed: Embed | None = None, content: str | None = None
+    ) -> None:
+        if embed is None and content is None:
+            msg = "edit_message needs an embed, content or both; got neither"
+            raise ValueError(msg)
+        what = f"edit message {message_id} in channel {channel_id}"
+        await self._enter(what, channel_id, message_id)
+        target = self._live(what, channel_id, message_id)
+        if content is not None:
+            check_message(content, embed)
+            target.content = content
+        if embed is not None:
+            target.embed = embed
+
+    async def add_reaction(self, channel_id: int, message_id: int, emoji: str) -> None:
+        what = f"add reaction {emoji} to message {message_id}"
+        await self._enter(what, channel_id, message_id)
+        msg = self._live(what, channel_id, message_id)
+        users = msg.reactions.get(emoji)
+        if users is None:
+            if len(msg.reactions) >= MAX_REACTIONS_PER_MESSAGE:
+                text = f"{what}: HTTP 400 (30010): at most {MAX_REACTIONS_PER_MESSAGE} reactions per message"
+                raise GatewayError(text)
+            users = msg.reactions[emoji] = set()
+        if self._bot not in users:
+            users.add(self._bot)
+            self._count["bot_adds"] += 1
+            self._set_votable(msg)
+            self._emit("add", msg, self._bot, emoji)
+
+    async def clear_reactions(self, channel_id: int, message_id: int) -> None:
+        what = f"clear reactions of message {message_id}"
+        await self._enter(what, channel_id, message_id)
+        msg = self._live(what, channel_id, message_id)
+        msg.reactions.clear()
+        self._count["clears"] += 1
+        self._set_votable(msg)
+
+    async def remove_reaction(self, channel_id: int, message_id: int, emoji: str, user_id: int) -> None:
+        what = f"remove reaction {emoji} of user {user_id} from message {message_id}"
+        await self._enter(what, channel_id, message_id)
+        msg = self._live(what, channel_id, message_id)
+        users = msg.reactions.get(emoji)
+        if users is not None and user_id in users:
+            users.discard(user_id)
+            self._count["bot_removals"] += 1
+            self._set_votable(msg)
+            self._emit("remove", msg, user_id, emoji)
+
+    async def fetch_message(self, channel_id: int, message_id: int) -> FetchedMessage:
+        what = f"fetch message {message_id} in channel {channel_id}"
+        await self._enter(what, channel_id, message_id)
+        msg = self._live(what, channel_id, message_id)
+        counts = tuple(ReactionCount(e, len(u), self._bot in u) for e, u in msg.reactions.items() if u)
+        return FetchedMessage(msg.id, msg.channel_id, counts)
+
+    async def list_reaction_users(
+        self, channel_id: int, message_id: int, emoji: str, *, after: int = 0, limit: int = 100
+    ) -> tuple[ReactionUser, ...]:
+        check_page_limit(limit)
+        what = f"list users of reaction {emoji} on message {message_id}"
+        await self._enter(what, channel_id, message_id)
+        users = sorted(
+            u for u in self._live(what, channel_id, message_id).reactions.get(emoji, ()) if u > after
+        )
+        return tuple(ReactionUser(u, u in self._bots) for u in users[:limit])
+
+    async def send_message(
+        self,
+        channel_id: int,
+        *,
+        content: str | None = None,
+        embed: Embed | None = None,
+        allowed_mentions: AllowedMentions = NO_MENTIONS,
+    ) -> int:
+        check_message(content, embed)
+        await self._enter(f"send a message to channel {channel_id}", channel_id)
+        return self._store(channel_id, content, embed, allowed_mentions).id
+
+    async def send_dm(self, user_id: int, *, content: str | None = None, embed: Embed | None = None) -> int:
+        check_message(content, embed)
+        await self._enter(f"send a DM to user {user_id}", _DM_BUCKET)
+        self._count["dms"] += 1
+        self.recent_dms.append((user_id, content, embed))
+        return next(self._ids)

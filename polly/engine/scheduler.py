@@ -1,0 +1,284 @@
+"""The scheduler: the database says what is due; every tick opens and closes what is.
+
+There are no in-memory jobs to lose. Each :meth:`PollScheduler.tick`:
+
+1. opens scheduled polls whose open time has come, overdue ones included (a scheduled poll whose
+   close time has also passed is closed without being posted, as upstream's recovery does);
+2. takes over opens interrupted by a crash (a claim older than ``claim_lease``);
+3. closes active polls whose close time has passed: final results, reactions cleared, the role
+   ping when the poll asks for one;
+4. follows changes made by others (``polly poll close/reopen``, upstream's web app, another
+   replica): a poll it knew as active that is now closed gets its final embed; an active poll it
+   did not know gets its embed refreshed and its reactions ensured.
+
+Every transition is a conditional update (:mod:`polly.engine.store`), so two replicas never open
+or close a poll twice. Discord calls happen outside any transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from polly.engine.embeds import poll_embed, results_message
+from polly.engine.gateway import AllowedMentions, Gateway
+from polly.engine.store import PollStore, claim_time, claim_token
+from polly.engine.views import CorruptPollError, PollView
+from polly.errors import ForbiddenError, GatewayError, NotFoundError
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+#: ``(poll_id, transition, replica)``, called after this replica won a transition.
+TransitionObserver = Callable[[int, str, str], None]
+
+
+@dataclass(slots=True)
+class SchedulerStats:
+    """Cumulative counters of one scheduler."""
+
+    ticks: int = 0
+    opened: int = 0
+    closed: int = 0
+    closed_unopened: int = 0
+    orphaned: int = 0
+    takeovers: int = 0
+    late_claims: int = 0
+    open_failures: int = 0
+    corrupt_rows: int = 0
+    adopted: int = 0
+    finalized_external: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+class PollScheduler:
+    """Opens and closes polls as the database says, safely beside other replicas."""
+
+    def __init__(
+        self,
+        store: PollStore,
+        gateway: Gateway,
+        *,
+        replica: str,
+        clock: Clock,
+        claim_lease: timedelta = timedelta(minutes=2),
+        orphan_after: timedelta = timedelta(hours=6),
+        batch: int = 200,
+        max_known: int = 100_000,
+        on_transition: TransitionObserver | None = None,
+        on_results_changed: Callable[[int], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._gateway = gateway
+        self.replica = replica
+        self._clock = clock
+        self._lease = claim_lease
+        self._orphan_after = orphan_after
+        self._batch = batch
+        self._max_known = max_known
+        self._on_transition = on_transition
+        self._on_results_changed = on_results_changed
+        self._known_active: dict[int, int] = {}  # poll id -> channel id, bounded by max_known
+        self._open_failed_since: dict[int, datetime] = {}  # bounded: entries only for active claims
+        self._following = False
+        self.stats = SchedulerStats()
+
+    def _won(self, poll_id: int, transition: str) -> None:
+        if self._on_transition is not None:
+            self._on_transition(poll_id, transition, self.replica)
+
+    async def tick(self) -> None:
+        """One pass over everything due. Errors in one poll never stop the others."""
+        now = self._clock()
+        self.stats.ticks += 1
+        for poll_id in await self._store.due_to_open(now, self._batch):
+            await self._guarded(poll_id, self._open_one(poll_id, now))
+        for poll_id, token in await self._store.stale_claims(self._batch):
+            taken = claim_time(token)
+            if taken is None or now - taken >= self._lease:
+                await self._guarded(poll_id, self._take_over(poll_id, token, now))
+        for poll_id in await self._store.due_to_close(now, self._batch):
+            await self._guarded(poll_id, self._close_one(poll_id, reason="close time reached"))
+        await self._follow_external_changes()
+
+    async def _guarded(self, poll_id: int, work: object) -> None:
+        try:
+            await work  # type: ignore[misc]
+        except CorruptPollError as err:
+            self.stats.corrupt_rows += 1
+            logger.warning("poll %s left alone: %s", poll_id, err)
+        except GatewayError as err:
+            kind = type(err).__name__
+            self.stats.errors[kind] = self.stats.errors.get(kind, 0) + 1
+            logger.warning("poll %s: Discord call failed (%s); the next tick retries", poll_id, kind)
+
+    async def _open_one(self, poll_id: int, now: datetime) -> None:
+        poll = await self._store.view(poll_id)
+        if poll is None or poll.status != "scheduled":
+            return
+        if poll.close_time <= now:
+            if await self._store.close(poll_id, from_statuses=("scheduled",)):
+                self.stats.closed_unopened += 1
+                self._won(poll_id, "scheduled->closed")
+                logger.info("poll %s closed without opening: its close time had passed", poll_id)
+            return
+        token = claim_token(self.replica, now)
+        if await self._store.claim_open(poll_id, token):
+            self._won(poll_id, "scheduled->active")
+            await self._post(poll, token, now)
+
+    async def _take_over(self, poll_id: int, old_token: str, now: datetime) -> None:
+        poll = await self._store.view(poll_id)
+        if poll is None:
+            return
+        token = claim_token(self.replica, now)
+        if token == old_token or not await self._store.reclaim(poll_id, old_token, token):
+            return
+        self.stats.takeovers += 1
+        await self._post(poll, token, now)
+
+    async def _post(self, poll: PollView, token: str, now: datetime) -> None:
+        """Post the poll message (after the optional text message) and store its id."""
+        content = None
+        mentions = AllowedMentions()
+        if poll.ping_role_enabled and poll.ping_role_id is not None:
+            content = f"<@&{poll.ping_role_id}> Vote now!"
+            mentions = AllowedMentions(roles=(poll.ping_role_id,))
+        try:
+            if poll.image_message_text:
+                await self._gateway.send_message(poll.channel_id, content=poll.image_message_text[:2000])
+            posted = await self._gateway.post_poll_message(
+                poll.channel_id,
+                embed=poll_embed(poll, {}, closed=False, voters=0),
+                emojis=poll.emojis,
+                content=content,
+                allowed_mentions=mentions,
+            )
+        except (NotFoundError, ForbiddenError) as err:
+            self.stats.open_failures += 1
+            first = self._open_failed_since.setdefault(poll.id, now)
+            if now - first >= self._orphan_after:
+                await self._orphan(poll, f"cannot post in channel {poll.channel_id}: {type(err).__name__}")
+            else:
+                logger.warning("poll %s: cannot post (%s); retried after the claim lease", poll.id, err)
+            return
+        self._open_failed_since.pop(poll.id, None)
+        if await self._store.finish_open(poll.id, token, posted.message_id):
+            self.stats.opened += 1
+            self._remember(poll.id, poll.channel_id)
+            logger.info("poll %s opened as message %s", poll.id, posted.message_id)
+        else:
+            self.stats.late_claims += 1
+            logger.error(
+                "poll %s: message %s was posted after the %ss claim lease ran out; another replica took over",
+                poll.id, posted.message_id, int(self._lease.total_seconds()),
+            )  # fmt: skip
+
+    async def _orphan(self, poll: PollView, reason: str) -> None:
+        if await self._store.close(poll.id):
+            self.stats.orphaned += 1
+            self._won(poll.id, "active->closed")
+            self._open_failed_since.pop(poll.id, None)
+            self._known_active.pop(poll.id, None)
+            logger.warning("poll %s closed as orphaned (votes kept): %s", poll.id, reason)
+
+    async def orphan(self, poll_id: int, reason: str) -> None:
+        """Close a poll whose message is gone for good; its votes are kept (the reconciler calls this)."""
+        poll = await self._store.view(poll_id)
+        if poll is not None and poll.status == "active":
+            await self._orphan(poll, reason)
+
+    async def _close_one(self, poll_id: int, *, reason: str) -> None:
+        if not await self._store.close(poll_id):
+            return
+        self.stats.closed += 1
+        self._won(poll_id, "active->closed")
+        self._known_active.pop(poll_id, None)
+        poll = await self._store.view(poll_id)
+        if poll is not None:
+            logger.info("poll %s closed: %s", poll_id, reason)
+            await self.finalize(poll, ping=True)
+
+    async def finalize(self, poll: PollView, *, ping: bool) -> None:
+        """Show the final results and clear the reactions; idempotent except the optional role ping."""
+        if poll.message_id is None:
+            return
+        results, voters = await self._store.results(poll.id)
+        try:
+            await self._gateway.edit_message(
+                poll.channel_id, poll.message_id, embed=poll_embed(poll, results, closed=True, voters=voters)
+            )
+            await self._gateway.clear_reactions(poll.channel_id, poll.message_id)
+        except NotFoundError:
+            logger.info("poll %s: its message is gone; closed without editing it", poll.id)
+        except ForbiddenError as err:
+            logger.warning("poll %s: cannot edit or clear its message: %s", poll.id, err)
+        if ping and poll.ping_role_enabled and poll.ping_role_on_close and poll.ping_role_id is not None:
+            text = results_message(poll, results)
+            try:
+                await self._gateway.send_message(
+                    poll.channel_id,
+                    content=f"<@&{poll.ping_role_id}> {text}",
+                    allowed_mentions=AllowedMentions(roles=(poll.ping_role_id,)),
+                )
+            except ForbiddenError:
+                await self._gateway.send_message(poll.channel_id, content=text)
+
+    def _remember(self, poll_id: int, channel_id: int) -> None:
+        if poll_id in self._known_active or len(self._known_active) < self._max_known:
+            self._known_active[poll_id] = channel_id
+
+    async def _follow_external_changes(self) -> None:
+        """Adopt active polls opened elsewhere; finalize known polls that were closed elsewhere."""
+        from polly.db.models import Poll
+
+        current: dict[int, PollView] = {}
+        async for view in self._store.views(
+            Poll.status == "active", Poll.message_id.is_not(None), limit=self._max_known
+        ):
+            if view.message_id is not None:
+                current[view.id] = view
+        if not self._following:
+            # First pass after start: what is active now is simply followed. Its message already
+            # exists; votes missed while down are the reconciler's job, within its budget.
+            for poll_id, view in current.items():
+                self._remember(poll_id, view.channel_id)
+            self._following = True
+            return
+        for poll_id in [p for p in self._known_active if p not in current]:
+            del self._known_active[poll_id]
+            view = await self._safe_view(poll_id)
+            if view is not None and view.status == "closed":
+                self.stats.finalized_external += 1
+                await self._guarded(poll_id, self.finalize(view, ping=False))
+        for poll_id, view in current.items():
+            if poll_id not in self._known_active:
+                self._remember(poll_id, view.channel_id)
+                self.stats.adopted += 1
+                await self._guarded(poll_id, self._adopt(view))
+
+    async def _safe_view(self, poll_id: int) -> PollView | None:
+        try:
+            return await self._store.view(poll_id)
+        except CorruptPollError as err:
+            logger.warning("poll %s left alone: %s", poll_id, err)
+            return None
+
+    async def _adopt(self, poll: PollView) -> None:
+        """A poll that became active elsewhere (another replica, a reopen): refresh its embed and make
+        sure its reactions exist."""
+        assert poll.message_id is not None
+        if self._on_results_changed is not None:
+            self._on_results_changed(poll.id)
+        message = await self._gateway.fetch_message(poll.channel_id, poll.message_id)
+        present = {r.emoji for r in message.reactions if r.me}
+        for emoji in poll.emojis:
+            if emoji not in present:
+                await self._gateway.add_reaction(poll.channel_id, poll.message_id, emoji)
+
+    @property
+    def known_active(self) -> int:
+        """Active polls this scheduler is following."""
+        return len(self._known_active)

@@ -1,0 +1,204 @@
+"""The engine: scheduler, vote path, embed updater and reconciler wired onto the task supervisor.
+
+:class:`Engine` builds the parts from the settings, a :class:`~polly.db.engine.Database` and a
+:class:`~polly.engine.gateway.Gateway`, and :meth:`Engine.start` hands their loops to a
+:class:`~polly.supervisor.Supervisor`, which owns, restarts and stops them:
+
+============== =====================================================================
+``gateway``    the gateway connection; ready once Discord (or the sandbox) is ready
+``votes``      moves reaction events to the vote workers, per message in order
+``vote-N``     applies reaction events (``engine.vote_workers`` of them)
+``embeds``     coalesced embed refreshes
+``scheduler``  a tick every ``engine.tick_seconds``; the first tick runs at start-up, so
+               overdue polls open or close at once
+``reconciler`` a budgeted repair pass every ``engine.reconcile_interval_seconds``
+============== =====================================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from polly.caches import FailureTracker
+from polly.config import Settings
+from polly.db.engine import Database
+from polly.engine.gateway import Gateway, ReactionEvent
+from polly.engine.reconciler import Reconciler
+from polly.engine.scheduler import PollScheduler, TransitionObserver
+from polly.engine.store import PollStore, VoteOutcome
+from polly.engine.votes import DmLimiter, EmbedUpdater, VoteProcessor
+from polly.supervisor import Readiness, Supervisor
+
+logger = logging.getLogger(__name__)
+
+
+def utcnow_naive() -> datetime:
+    """Now as naive UTC, the engine's (and upstream's) time convention."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """A snapshot for the status line and the soak report."""
+
+    replica: str
+    votes_recorded: int
+    events: int
+    event_queue_depth: int
+    events_dropped: int
+    opened: int
+    closed: int
+    orphaned: int
+    embed_edits: int
+    reconciled_votes: int
+    known_active: int
+
+
+class Engine:
+    """polly's main job, for one gateway and one database."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        gateway: Gateway,
+        *,
+        replica: str | None = None,
+        clock: Callable[[], datetime] = utcnow_naive,
+        on_transition: TransitionObserver | None = None,
+        on_outcome: Callable[[ReactionEvent, VoteOutcome], None] | None = None,
+    ) -> None:
+        cfg = settings.engine
+        self.settings = settings
+        self.replica = replica or uuid.uuid4().hex[:8]
+        self.gateway = gateway
+        self.database = database
+        self.store = PollStore(database.async_session_scope)
+        self.embeds = EmbedUpdater(self.store, gateway, interval_seconds=cfg.embed_update_interval_seconds)
+        self.votes = VoteProcessor(
+            self.store,
+            gateway,
+            self.embeds,
+            clock=clock,
+            confirmation_dms=cfg.confirmation_dms,
+            dm_limiter=DmLimiter(cfg.dm_max_per_minute),
+            on_outcome=on_outcome,
+        )
+        orphan_after = timedelta(seconds=cfg.orphan_after_seconds)
+        self.scheduler = PollScheduler(
+            self.store,
+            gateway,
+            replica=self.replica,
+            clock=clock,
+            orphan_after=orphan_after,
+            on_transition=on_transition,
+            on_results_changed=self.embeds.mark,
+        )
+        # "Gone" runs must outlast the orphan period, so the retry window never restarts one early.
+        self.gone = FailureTracker(
+            max_entries=settings.caches.failure_tracker_max_entries,
+            ttl_seconds=cfg.orphan_after_seconds * 2,
+            max_retries=settings.caches.max_fetch_retries,
+            retry_window_seconds=cfg.orphan_after_seconds * 2,
+            name="message_gone",
+        )
+        self.reconciler = Reconciler(
+            self.store,
+            gateway,
+            self.votes,
+            self.scheduler,
+            self.gone,
+            clock=clock,
+            budget=cfg.reconcile_budget_per_tick,
+            lookback=timedelta(hours=cfg.reconcile_lookback_hours),
+            orphan_after=orphan_after,
+        )
+        self._unregister = self.gone.register()
+
+    def start(self, supervisor: Supervisor) -> None:
+        """Hand every loop to ``supervisor`` (in dependency order: shutdown runs in reverse)."""
+        cfg = self.settings.engine
+        supervisor.start_loop("gateway", self._run_gateway)
+        self.votes.partitions(cfg.vote_workers, cfg.vote_queue_max)
+        for index in range(cfg.vote_workers):
+            supervisor.start_loop(f"vote-{index}", self._worker(index))
+        supervisor.start_loop("votes", self._loop(self.votes.dispatch))
+        supervisor.start_loop("embeds", self._loop(self.embeds.run))
+        supervisor.start_loop("scheduler", self._run_scheduler)
+        supervisor.start_loop("reconciler", self._run_reconciler)
+
+    async def _ready_gateway(self) -> None:
+        await asyncio.wait_for(self.gateway.wait_until_ready(), self.settings.engine.startup_timeout_seconds)
+
+    async def _run_gateway(self, ready: Readiness) -> None:
+        async def signal() -> None:
+            await self._ready_gateway()
+            ready.ready()
+
+        try:
+            await asyncio.gather(self.gateway.start(), signal())
+        finally:
+            await self.gateway.close()
+
+    def _loop(self, body: Callable[[], object]) -> Callable[[Readiness], object]:
+        async def run(ready: Readiness) -> None:
+            ready.ready()
+            await body()  # type: ignore[misc]
+
+        return run
+
+    def _worker(self, index: int) -> Callable[[Readiness], object]:
+        async def run(ready: Readiness) -> None:
+            ready.ready()
+            await self.votes.work(index)
+
+        return run
+
+    async def _run_scheduler(self, ready: Readiness) -> None:
+        await self._ready_gateway()
+        await self.scheduler.tick()  # start-up: overdue polls open or close now
+        ready.ready()
+        while True:
+            await asyncio.sleep(self.settings.engine.tick_seconds)
+            await self.scheduler.tick()
+
+    async def _run_reconciler(self, ready: Readiness) -> None:
+        await self._ready_gateway()
+        ready.ready()
+        while True:
+            started = time.monotonic()
+            report = await self.reconciler.pass_once()
+            if report.votes_added or report.orphaned:
+                logger.info(
+                    "reconciler: %d vote(s) recovered, %d poll(s) orphaned, %d Discord call(s)",
+                    report.votes_added, report.orphaned, report.calls,
+                )  # fmt: skip
+            elapsed = time.monotonic() - started
+            await asyncio.sleep(max(self.settings.engine.reconcile_interval_seconds - elapsed, 0.1))
+
+    def stats(self) -> EngineStats:
+        queue = self.gateway.event_stats()
+        s = self.scheduler.stats
+        return EngineStats(
+            replica=self.replica,
+            votes_recorded=self.votes.stats.recorded,
+            events=self.votes.stats.events,
+            event_queue_depth=queue.depth,
+            events_dropped=queue.dropped + self.votes.stats.dropped,
+            opened=s.opened,
+            closed=s.closed + s.closed_unopened,
+            orphaned=s.orphaned,
+            embed_edits=self.embeds.edits,
+            reconciled_votes=self.reconciler.totals.votes_added,
+            known_active=self.scheduler.known_active,
+        )
+
+    def close(self) -> None:
+        """Release what :meth:`__init__` registered."""
+        self._unregister()

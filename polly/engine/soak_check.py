@@ -1,0 +1,181 @@
+"""Comparing the database with the sandbox's ground truth, and fanning events out to replicas.
+
+Expected votes per (message, user), from :class:`~polly.engine.sandbox_truth.VoterTruth`:
+
+- single choice: the user's last added emoji (a new vote replaces the old one);
+- multiple choice, not anonymous: the emojis the user still holds (removing a reaction un-votes);
+- multiple choice, anonymous: every emoji the user added (the bot removes reactions, so a user's
+  "remove" can only hit a reaction the bot failed to remove, and never un-votes).
+
+With ``max_choices`` the engine refuses additions past the cap, so only "no vote that the user did
+not cast" and "no more than ``max_choices``" can be checked. A *lost vote* is an expected
+(user, option) with no row in ``votes``; a *phantom vote* is a row no user act explains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from polly.engine.gateway import (
+    NO_MENTIONS,
+    AllowedMentions,
+    Embed,
+    FetchedMessage,
+    PostedMessage,
+    ReactionEvent,
+    ReactionEventQueue,
+    ReactionQueueStats,
+    ReactionUser,
+)
+from polly.engine.sandbox import SandboxGateway
+from polly.engine.sandbox_truth import MessageTruth
+from polly.engine.views import PollView
+
+
+@dataclass(slots=True)
+class VoteAudit:
+    """Lost and phantom votes, over the polls audited."""
+
+    polls: int = 0
+    exact_polls: int = 0
+    expected_votes: int = 0
+    lost_votes: int = 0
+    phantom_votes: int = 0
+    over_max_choices: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        if len(self.examples) < 20:
+            self.examples.append(text)
+
+
+def expected_options(poll: PollView, truth: MessageTruth) -> dict[int, set[int]]:
+    """user id → the option indexes the user's acts call for."""
+    out: dict[int, set[int]] = {}
+    for user_id, voter in truth.voters.items():
+        if not poll.multiple_choice:
+            emojis: Iterable[str] = [voter.last_added] if voter.last_added else []
+        elif poll.anonymous:
+            emojis = [e for e, n in voter.adds.items() if n > 0]
+        else:
+            emojis = voter.held
+        options = {i for e in emojis if (i := poll.option_for(e)) is not None}
+        if options:
+            out[user_id] = options
+    return out
+
+
+def audit_poll(
+    audit: VoteAudit, poll: PollView, truth: MessageTruth, votes: Mapping[int, set[int]], *, exact: bool
+) -> None:
+    """Compare one poll's ``votes`` (user → options) with the truth; ``exact`` for polls still open."""
+    audit.polls += 1
+    expected = expected_options(poll, truth)
+    acted = {
+        uid: {i for e, n in v.adds.items() if n > 0 and (i := poll.option_for(e)) is not None}
+        for uid, v in truth.voters.items()
+    }
+    for user_id, options in votes.items():
+        extra = options - acted.get(user_id, set())
+        if extra:
+            audit.phantom_votes += len(extra)
+            audit.note(f"poll {poll.id}: user {user_id} has votes {sorted(extra)} nobody cast")
+        if poll.max_choices is not None and len(options) > poll.max_choices:
+            audit.over_max_choices += 1
+            audit.note(f"poll {poll.id}: user {user_id} has {len(options)} votes, max {poll.max_choices}")
+    if not exact or (poll.multiple_choice and poll.max_choices is not None):
+        # Past the cap the engine refuses additions in arrival order, which the truth does not
+        # record: for such polls only the phantom and cap checks above apply.
+        return
+    audit.exact_polls += 1
+    for user_id, options in expected.items():
+        got = votes.get(user_id, set())
+        audit.expected_votes += len(options)
+        missing = len(options - got)
+        if missing:
+            audit.lost_votes += missing
+            audit.note(f"poll {poll.id}: user {user_id} expected {sorted(options)}, recorded {sorted(got)}")
+
+
+class ReplicaGateway:
+    """One replica's view of a shared sandbox: its own event queue, the sandbox's REST calls.
+
+    Discord delivers every event to every connection of a bot; :meth:`fan_out` does that here.
+    """
+
+    def __init__(self, sandbox: SandboxGateway, max_events: int) -> None:
+        self._sb = sandbox
+        self._queue = ReactionEventQueue(max_events)
+
+    @staticmethod
+    async def fan_out(sandbox: SandboxGateway, replicas: Sequence[ReplicaGateway]) -> None:
+        """Copy every sandbox event to each replica's queue (the owner runs and cancels this)."""
+        while True:
+            event = await sandbox.next_reaction_event()
+            for replica in replicas:
+                replica._queue.offer(event)  # noqa: SLF001 - the fan-out is part of this class
+
+    @property
+    def bot_user_id(self) -> int:
+        return self._sb.bot_user_id
+
+    def is_ready(self) -> bool:
+        return self._sb.is_ready()
+
+    async def start(self) -> None:
+        await asyncio.Event().wait()  # the shared sandbox is started once, by the soak
+
+    async def wait_until_ready(self) -> None:
+        await self._sb.wait_until_ready()
+
+    async def close(self) -> None:
+        return None
+
+    async def next_reaction_event(self) -> ReactionEvent:
+        return await self._queue.get()
+
+    def event_stats(self) -> ReactionQueueStats:
+        return self._queue.stats()
+
+    async def post_poll_message(
+        self, channel_id: int, *, embed: Embed, emojis: Sequence[str], content: str | None = None,
+        allowed_mentions: AllowedMentions = NO_MENTIONS,
+    ) -> PostedMessage:  # fmt: skip
+        return await self._sb.post_poll_message(
+            channel_id, embed=embed, emojis=emojis, content=content, allowed_mentions=allowed_mentions
+        )
+
+    async def edit_message(
+        self, channel_id: int, message_id: int, *, embed: Embed | None = None, content: str | None = None
+    ) -> None:
+        await self._sb.edit_message(channel_id, message_id, embed=embed, content=content)
+
+    async def add_reaction(self, channel_id: int, message_id: int, emoji: str) -> None:
+        await self._sb.add_reaction(channel_id, message_id, emoji)
+
+    async def clear_reactions(self, channel_id: int, message_id: int) -> None:
+        await self._sb.clear_reactions(channel_id, message_id)
+
+    async def remove_reaction(self, channel_id: int, message_id: int, emoji: str, user_id: int) -> None:
+        await self._sb.remove_reaction(channel_id, message_id, emoji, user_id)
+
+    async def fetch_message(self, channel_id: int, message_id: int) -> FetchedMessage:
+        return await self._sb.fetch_message(channel_id, message_id)
+
+    async def list_reaction_users(
+        self, channel_id: int, message_id: int, emoji: str, *, after: int = 0, limit: int = 100
+    ) -> tuple[ReactionUser, ...]:
+        return await self._sb.list_reaction_users(channel_id, message_id, emoji, after=after, limit=limit)
+
+    async def send_message(
+        self, channel_id: int, *, content: str | None = None, embed: Embed | None = None,
+        allowed_mentions: AllowedMentions = NO_MENTIONS,
+    ) -> int:  # fmt: skip
+        return await self._sb.send_message(
+            channel_id, content=content, embed=embed, allowed_mentions=allowed_mentions
+        )
+
+    async def send_dm(self, user_id: int, *, content: str | None = None, embed: Embed | None = None) -> int:
+        return await self._sb.send_dm(user_id, content=content, embed=embed)

@@ -1,0 +1,270 @@
+"""The engine's database operations: short transactions, conditional state changes, idempotent votes.
+
+Every state change is one conditional ``UPDATE`` whose row count says whether *this* caller made
+it (``scheduled → active``, ``active → closed``), so two replicas on one database never perform a
+transition twice. While a replica posts a poll, ``message_id`` holds a claim token
+(``claim:<replica>:<epoch seconds>``); a claim older than the lease is taken over by the next tick,
+so a crash between "claimed" and "posted" is finished by someone.
+
+Votes keep upstream's schema (no unique constraint): uniqueness per (poll, user, option) is enforced
+here by reading and writing in one transaction that first locks the poll row (``SELECT … FOR
+UPDATE`` on PostgreSQL and MariaDB; SQLite serialises writers itself, and :class:`PollStore`
+retries a transaction that lost a write race).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from polly.db.models import Poll, Vote
+from polly.engine.views import CLAIM_PREFIX, CorruptPollError, PollView, poll_view
+
+logger = logging.getLogger(__name__)
+
+SessionFactory = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+VoteAction = Literal[
+    "created", "updated", "added", "removed", "already_recorded", "rejected_max_choices",
+    "ignored_unknown_poll", "ignored_closed", "ignored_emoji", "ignored_remove",
+]  # fmt: skip
+_WRITE_RETRIES = 4
+
+
+@dataclass(frozen=True, slots=True)
+class VoteOutcome:
+    """What :meth:`PollStore.apply_reaction` did, and the poll it did it on (``None`` if unknown)."""
+
+    action: VoteAction
+    poll: PollView | None
+    option_index: int | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.action in ("created", "updated", "added", "removed")
+
+
+def claim_token(replica: str, now: datetime) -> str:
+    """A claim for ``message_id``: ``claim:<replica>:<epoch s>`` (≤ 50 characters, the column's size)."""
+    return f"{CLAIM_PREFIX}{replica[:24]}:{int(now.timestamp())}"
+
+
+def claim_time(token: str) -> datetime | None:
+    """When a claim token was taken (naive UTC), or ``None`` if it is malformed."""
+    try:
+        return datetime.utcfromtimestamp(int(token.rsplit(":", 1)[1]))  # noqa: DTZ004 - naive UTC by design
+    except (IndexError, ValueError):
+        return None
+
+
+class PollStore:
+    """Database access for the scheduler, the vote path and the reconciler."""
+
+    def __init__(self, sessions: SessionFactory) -> None:
+        self._sessions = sessions
+
+    async def _retrying(self, work: Callable[[AsyncSession], object]) -> object:
+        for attempt in range(_WRITE_RETRIES):
+            try:
+                async with self._sessions() as session:
+                    return await work(session)  # type: ignore[misc]
+            except OperationalError as err:
+                # SQLite answers a lost write race with "database is locked"; try the whole unit again.
+                if attempt == _WRITE_RETRIES - 1 or "locked" not in str(err).lower():
+                    raise
+                await asyncio.sleep(0.01 * (2**attempt))
+        msg = "unreachable: the last attempt re-raises"
+        raise AssertionError(msg)  # pragma: no cover
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def ids(self, *conditions: object, limit: int) -> list[int]:
+        async with self._sessions() as session:
+            stmt = select(Poll.id).where(*conditions).order_by(Poll.id).limit(limit)  # type: ignore[arg-type]
+            return list((await session.scalars(stmt)).all())
+
+    async def due_to_open(self, now: datetime, limit: int) -> list[int]:
+        """Scheduled polls whose open time has come (or that open immediately), overdue ones included."""
+        return await self.ids(
+            Poll.status == "scheduled",
+            or_(Poll.open_time <= now, Poll.open_immediately.is_(True)),
+            limit=limit,
+        )
+
+    async def due_to_close(self, now: datetime, limit: int) -> list[int]:
+        """Active polls whose close time has passed."""
+        return await self.ids(Poll.status == "active", Poll.close_time <= now, limit=limit)
+
+    async def stale_claims(self, limit: int) -> list[tuple[int, str]]:
+        """Active polls still carrying a claim token (an open that may have been interrupted)."""
+        async with self._sessions() as session:
+            stmt = (
+                select(Poll.id, Poll.message_id)
+                .where(Poll.status == "active", Poll.message_id.like(f"{CLAIM_PREFIX}%"))
+                .order_by(Poll.id)
+                .limit(limit)
+            )
+            return [(row.id, str(row.message_id)) for row in await session.execute(stmt)]
+
+    async def view(self, poll_id: int) -> PollView | None:
+        """The poll as a view; ``None`` if it no longer exists. Raises :class:`CorruptPollError`."""
+        async with self._sessions() as session:
+            row = await session.get(Poll, poll_id)
+            return poll_view(row) if row is not None else None
+
+    async def views(self, *conditions: object, limit: int) -> AsyncIterator[PollView]:
+        """Views of matching polls; a corrupt row is logged with its id and skipped."""
+        async with self._sessions() as session:
+            stmt = select(Poll).where(*conditions).order_by(Poll.id).limit(limit)  # type: ignore[arg-type]
+            rows = list((await session.scalars(stmt)).all())
+        for row in rows:
+            try:
+                yield poll_view(row)
+            except CorruptPollError as err:
+                logger.warning("skipping corrupt poll row: %s", err)
+
+    async def results(self, poll_id: int) -> tuple[dict[int, int], int]:
+        """Votes per option index and the number of distinct voters."""
+        async with self._sessions() as session:
+            counts = await session.execute(
+                select(Vote.option_index, func.count())
+                .where(Vote.poll_id == poll_id)
+                .group_by(Vote.option_index)
+            )
+            voters = await session.scalar(
+                select(func.count(func.distinct(Vote.user_id))).where(Vote.poll_id == poll_id)
+            )
+        return {int(i): int(n) for i, n in counts}, int(voters or 0)
+
+    # --- transitions --------------------------------------------------------------------------
+
+    async def _transition(self, poll_id: int, expected: Sequence[object], **values: object) -> bool:
+        async def work(session: AsyncSession) -> bool:
+            result = await session.execute(update(Poll).where(Poll.id == poll_id, *expected).values(**values))
+            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+        return bool(await self._retrying(work))
+
+    async def claim_open(self, poll_id: int, token: str) -> bool:
+        """``scheduled → active`` with ``message_id`` = ``token``; ``True`` for the caller that did it."""
+        return await self._transition(
+            poll_id, [Poll.status == "scheduled"], status="active", message_id=token
+        )
+
+    async def reclaim(self, poll_id: int, old_token: str, new_token: str) -> bool:
+        """Take over an interrupted open: replace ``old_token`` with ``new_token`` if nobody else did."""
+        return await self._transition(
+            poll_id, [Poll.status == "active", Poll.message_id == old_token], message_id=new_token
+        )
+
+    async def finish_open(self, poll_id: int, token: str, message_id: int) -> bool:
+        """Store the posted message's id in place of our claim."""
+        return await self._transition(poll_id, [Poll.message_id == token], message_id=str(message_id))
+
+    async def close(self, poll_id: int, *, from_statuses: Sequence[str] = ("active",)) -> bool:
+        """``active → closed`` (or from ``from_statuses``); ``True`` only for the caller that closed it.
+
+        An unfinished claim is cleared: a poll never posted has no message.
+        """
+
+        async def work(session: AsyncSession) -> bool:
+            result = await session.execute(
+                update(Poll).where(Poll.id == poll_id, Poll.status.in_(from_statuses)).values(status="closed")
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+            await session.execute(
+                update(Poll)
+                .where(Poll.id == poll_id, Poll.message_id.like(f"{CLAIM_PREFIX}%"))
+                .values(message_id=None)
+            )
+            return True
+
+        return bool(await self._retrying(work))
+
+    # --- votes --------------------------------------------------------------------------------
+
+    async def apply_reaction(
+        self, message_id: int, user_id: int, emoji: str, *, kind: Literal["add", "remove"], now: datetime,
+        reconcile: bool = False,
+    ) -> VoteOutcome:  # fmt: skip
+        """Turn one reaction into a vote change, idempotently.
+
+        Single choice: an add replaces the user's vote (``created``/``updated``/``already_recorded``).
+        Multiple choice: an add inserts the (user, option) vote if absent and the user is under
+        ``max_choices`` (else ``rejected_max_choices``); a remove deletes it, but only where the
+        reaction is the user's own (polls that keep reactions: multiple choice, not anonymous).
+        ``reconcile=True`` only ever adds: a single-choice user who already voted keeps their vote.
+        """
+
+        async def work(session: AsyncSession) -> VoteOutcome:  # noqa: PLR0911 - one return per rule
+            row = await session.scalar(
+                select(Poll).where(Poll.message_id == str(message_id)).with_for_update().limit(1)
+            )
+            if row is None:
+                return VoteOutcome("ignored_unknown_poll", None)
+            poll = poll_view(row)
+            if poll.status != "active" or poll.close_time <= now:
+                return VoteOutcome("ignored_closed", poll)
+            option = poll.option_for(emoji)
+            if option is None:
+                return VoteOutcome("ignored_emoji", poll)
+            uid = str(user_id)
+            mine = list(
+                await session.execute(
+                    select(Vote.id, Vote.option_index).where(Vote.poll_id == poll.id, Vote.user_id == uid)
+                )
+            )
+            chosen = {int(r.option_index) for r in mine}
+            if kind == "remove":
+                if poll.removes_reactions or option not in chosen:
+                    return VoteOutcome("ignored_remove", poll, option)
+                await session.execute(
+                    delete(Vote).where(
+                        Vote.poll_id == poll.id, Vote.user_id == uid, Vote.option_index == option
+                    )
+                )
+                return VoteOutcome("removed", poll, option)
+            if not poll.multiple_choice:
+                if option in chosen and len(mine) == 1:
+                    return VoteOutcome("already_recorded", poll, option)
+                if mine and reconcile:
+                    return VoteOutcome("already_recorded", poll, option)
+                if mine:
+                    await session.execute(delete(Vote).where(Vote.poll_id == poll.id, Vote.user_id == uid))
+                await session.execute(
+                    insert(Vote).values(poll_id=poll.id, user_id=uid, option_index=option, voted_at=now)
+                )
+                return VoteOutcome("updated" if mine else "created", poll, option)
+            if option in chosen:
+                return VoteOutcome("already_recorded", poll, option)
+            if poll.max_choices is not None and len(chosen) >= poll.max_choices:
+                return VoteOutcome("rejected_max_choices", poll, option)
+            await session.execute(
+                insert(Vote).values(poll_id=poll.id, user_id=uid, option_index=option, voted_at=now)
+            )
+            return VoteOutcome("added", poll, option)
+
+        outcome = await self._retrying(work)
+        assert isinstance(outcome, VoteOutcome)
+        return outcome
+
+    async def reconcile_candidates(self, now: datetime, lookback: timedelta, limit: int) -> list[PollView]:
+        """Active polls with a posted message that opened within ``lookback``."""
+        return [
+            view
+            async for view in self.views(
+                and_(Poll.status == "active", Poll.message_id.is_not(None)),
+                Poll.open_time >= now - lookback,
+                ~Poll.message_id.like(f"{CLAIM_PREFIX}%"),
+                limit=limit,
+            )
+        ]
