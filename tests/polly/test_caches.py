@@ -142,7 +142,7 @@ def test_tracker_is_bounded_by_size_and_by_ttl() -> None:
     for key in range(10):
         tracker.record_failure(key)
     assert len(tracker) == 3
-    assert sorted(tracker.keys()) == [7, 8, 9]  # least recently failed evicted first
+    assert set(tracker.keys()) == {7, 8, 9}  # least recently failed evicted first
     clock.tick(59)
     tracker.record_failure(9)  # refreshes 9's ttl only
     clock.tick(1)

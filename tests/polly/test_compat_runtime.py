@@ -203,7 +203,12 @@ async def test_decorator_propagates_errors_and_still_cleans_up(caplog: pytest.Lo
 
 def test_decorator_on_sync_functions_defaults_to_young_collection(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    monkeypatch.setattr(memory_utils, "force_garbage_collection", lambda: calls.append("gc") or 0)
+
+    def fake_collection() -> int:
+        calls.append("gc")
+        return 0
+
+    monkeypatch.setattr(memory_utils, "force_garbage_collection", fake_collection)
 
     @memory_utils.memory_cleanup_decorator()
     def add(a: int, b: int) -> int:
