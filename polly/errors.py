@@ -18,7 +18,10 @@ Every error polly raises on purpose derives from :class:`PollyError`::
     │   ├── RateLimitedError         429: retry after ``retry_after_seconds``
     │   └── ServerError              5xx or a transport failure: transient
     ├── PollValidationError          a poll definition breaks a rule (lists every problem)
-    └── ShutdownTimeoutError         tasks that did not stop by the shutdown deadline
+    ├── ShutdownTimeoutError         tasks that did not stop by the shutdown deadline
+    └── SupervisorError              the task supervisor refused a task (closed)
+        ├── TaskLimitError           the supervisor already runs its maximum of live tasks
+        └── ReadinessTimeoutError    loops that did not signal readiness in time (also a TimeoutError)
 
 Exhaustion is its own type, separate from failure: a saturated pool is an operational signal
 (raise the limit, find the holder), not a broken server.
@@ -117,3 +120,34 @@ class ShutdownTimeoutError(PollyError):
             f"{len(self.task_names)} task(s) still running after the {deadline_seconds:g} s shutdown "
             f"deadline: {', '.join(self.task_names)}"
         )
+
+
+class SupervisorError(PollyError):
+    """The task supervisor cannot take the task (it is not running, or is shutting down)."""
+
+
+class TaskLimitError(SupervisorError):
+    """The supervisor already runs ``max_tasks`` live tasks."""
+
+    def __init__(self, task_name: str, max_tasks: int) -> None:
+        self.task_name = task_name
+        self.max_tasks = max_tasks
+        super().__init__(
+            f"cannot start task {task_name!r}: the supervisor's limit of {max_tasks} live tasks is reached"
+        )
+
+
+class ReadinessTimeoutError(SupervisorError, TimeoutError):
+    """Supervised loops that had not signalled readiness when the startup timeout passed."""
+
+    def __init__(self, task_names: Sequence[str], timeout_seconds: float, ended: Sequence[str] = ()) -> None:
+        self.task_names = tuple(task_names)
+        self.ended = tuple(ended)
+        self.timeout_seconds = timeout_seconds
+        detail = (
+            f"not ready after {timeout_seconds:g} s: {', '.join(self.task_names)}" if self.task_names else ""
+        )
+        if self.ended:
+            ended_text = f"ended before signalling readiness: {', '.join(self.ended)}"
+            detail = f"{detail}; {ended_text}" if detail else ended_text
+        super().__init__(f"{len(self.task_names) + len(self.ended)} supervised loop(s) {detail}")
