@@ -22,6 +22,18 @@ def configure_logging(level: str) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("discord").setLevel(max(logging.INFO, getattr(logging, level)))
+    # SQLAlchemy's pool logs every dispose at INFO, and at ERROR a rollback cut short by a task
+    # cancelled at shutdown (the connection is invalidated, nothing is lost): keep warnings only,
+    # without the expected cancellations.
+    for name in ("sqlalchemy.pool", "polly.db.pool"):
+        pool_logger = logging.getLogger(name)
+        pool_logger.setLevel(max(logging.WARNING, getattr(logging, level)))
+        pool_logger.addFilter(_not_a_cancellation)
+
+
+def _not_a_cancellation(record: logging.LogRecord) -> bool:
+    exc = record.exc_info[1] if record.exc_info else None
+    return not isinstance(exc, asyncio.CancelledError)
 
 
 @click.command()

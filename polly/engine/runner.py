@@ -182,11 +182,12 @@ async def run(settings: Settings, options: RunOptions, *, stop: asyncio.Event | 
             for handle in telemetry:
                 if callable(getattr(handle, "run", None)):
                     sup.start_loop("telemetry", _adapt(handle.run))
-            engine.start(sup)
             if isinstance(gateway, SandboxGateway):
                 seeded = await seed_demo_polls(database, options.seed_polls)
                 if seeded:
                     logger.info("sandbox: seeded %d demo poll(s)", seeded)
+            engine.start(sup)
+            if isinstance(gateway, SandboxGateway):
                 voters = SandboxVoters(
                     gateway,
                     voters=options.voters,

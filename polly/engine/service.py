@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -33,7 +33,7 @@ from polly.engine.reconciler import Reconciler
 from polly.engine.scheduler import PollScheduler, TransitionObserver
 from polly.engine.store import PollStore, VoteOutcome
 from polly.engine.votes import DmLimiter, EmbedUpdater, VoteProcessor
-from polly.supervisor import Readiness, Supervisor
+from polly.supervisor import LoopFn, Readiness, Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -146,14 +146,14 @@ class Engine:
         finally:
             await self.gateway.close()
 
-    def _loop(self, body: Callable[[], object]) -> Callable[[Readiness], object]:
+    def _loop(self, body: Callable[[], Awaitable[None]]) -> LoopFn:
         async def run(ready: Readiness) -> None:
             ready.ready()
-            await body()  # type: ignore[misc]
+            await body()
 
         return run
 
-    def _worker(self, index: int) -> Callable[[Readiness], object]:
+    def _worker(self, index: int) -> LoopFn:
         async def run(ready: Readiness) -> None:
             ready.ready()
             await self.votes.work(index)
