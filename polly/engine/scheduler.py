@@ -18,6 +18,7 @@ or close a poll twice. Discord calls happen outside any transaction.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,7 +27,7 @@ from polly.engine.embeds import poll_embed, results_message
 from polly.engine.gateway import AllowedMentions, Gateway
 from polly.engine.store import PollStore, claim_time, claim_token
 from polly.engine.views import CorruptPollError, PollView
-from polly.errors import ForbiddenError, GatewayError, NotFoundError
+from polly.errors import ForbiddenError, GatewayError, NotFoundError, RateLimitedError
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +70,11 @@ class PollScheduler:
         max_known: int = 100_000,
         on_transition: TransitionObserver | None = None,
         on_results_changed: Callable[[int], None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
+        self._monotonic = monotonic
+        self._hold_until = 0.0  # a 429 holds every Discord call of the scheduler until then
         self._gateway = gateway
         self.replica = replica
         self._clock = clock
@@ -94,14 +98,22 @@ class PollScheduler:
         now = self._clock()
         self.stats.ticks += 1
         for poll_id in await self._store.due_to_open(now, self._batch):
+            if self._held():
+                break
             await self._guarded(poll_id, self._open_one(poll_id, now))
         for poll_id, token in await self._store.stale_claims(self._batch):
             taken = claim_time(token)
-            if taken is None or now - taken >= self._lease:
+            if not self._held() and (taken is None or now - taken >= self._lease):
                 await self._guarded(poll_id, self._take_over(poll_id, token, now))
         for poll_id in await self._store.due_to_close(now, self._batch):
+            if self._held():
+                break
             await self._guarded(poll_id, self._close_one(poll_id, reason="close time reached"))
-        await self._follow_external_changes()
+        if not self._held():
+            await self._follow_external_changes()
+
+    def _held(self) -> bool:
+        return self._monotonic() < self._hold_until
 
     async def _guarded(self, poll_id: int, work: object) -> None:
         try:
@@ -109,6 +121,12 @@ class PollScheduler:
         except CorruptPollError as err:
             self.stats.corrupt_rows += 1
             logger.warning("poll %s left alone: %s", poll_id, err)
+        except RateLimitedError as err:
+            self._hold_until = self._monotonic() + err.retry_after_seconds
+            self.stats.errors["RateLimitedError"] = self.stats.errors.get("RateLimitedError", 0) + 1
+            logger.warning(
+                "poll %s: rate limited; Discord calls wait %.1f s", poll_id, err.retry_after_seconds
+            )
         except GatewayError as err:
             kind = type(err).__name__
             self.stats.errors[kind] = self.stats.errors.get(kind, 0) + 1
@@ -248,7 +266,7 @@ class PollScheduler:
             self._following = True
             return
         for poll_id in [p for p in self._known_active if p not in current]:
-            del self._known_active[poll_id]
+            self._known_active.pop(poll_id, None)
             gone = await self._safe_view(poll_id)
             if gone is not None and gone.status == "closed":
                 self.stats.finalized_external += 1

@@ -73,6 +73,7 @@ class Engine:
         clock: Callable[[], datetime] = utcnow_naive,
         on_transition: TransitionObserver | None = None,
         on_outcome: Callable[[ReactionEvent, VoteOutcome], None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         cfg = settings.engine
         self.settings = settings
@@ -80,7 +81,9 @@ class Engine:
         self.gateway = gateway
         self.database = database
         self.store = PollStore(database.async_session_scope)
-        self.embeds = EmbedUpdater(self.store, gateway, interval_seconds=cfg.embed_update_interval_seconds)
+        self.embeds = EmbedUpdater(
+            self.store, gateway, interval_seconds=cfg.embed_update_interval_seconds, monotonic=monotonic
+        )
         self.votes = VoteProcessor(
             self.store,
             gateway,
@@ -89,6 +92,7 @@ class Engine:
             confirmation_dms=cfg.confirmation_dms,
             dm_limiter=DmLimiter(cfg.dm_max_per_minute),
             on_outcome=on_outcome,
+            monotonic=monotonic,
         )
         orphan_after = timedelta(seconds=cfg.orphan_after_seconds)
         self.scheduler = PollScheduler(
@@ -99,6 +103,7 @@ class Engine:
             orphan_after=orphan_after,
             on_transition=on_transition,
             on_results_changed=self.embeds.mark,
+            monotonic=monotonic,
         )
         # "Gone" runs must outlast the orphan period, so the retry window never restarts one early.
         self.gone = FailureTracker(
@@ -107,6 +112,7 @@ class Engine:
             max_retries=settings.caches.max_fetch_retries,
             retry_window_seconds=cfg.orphan_after_seconds * 2,
             name="message_gone",
+            timer=monotonic,
         )
         self.reconciler = Reconciler(
             self.store,
@@ -118,6 +124,7 @@ class Engine:
             budget=cfg.reconcile_budget_per_tick,
             lookback=timedelta(hours=cfg.reconcile_lookback_hours),
             orphan_after=orphan_after,
+            monotonic=monotonic,
         )
         self._unregister = self.gone.register()
 
