@@ -86,6 +86,9 @@ class PollScheduler:
         self._on_results_changed = on_results_changed
         self._known_active: dict[int, int] = {}  # poll id -> channel id, bounded by max_known
         self._open_failed_since: dict[int, datetime] = {}  # bounded: entries only for active claims
+        # Our own failed posts, retried with backoff (poll id -> (due monotonic, failures)); other
+        # replicas' claims wait for the lease, since only a crash leaves them behind.
+        self._retry_post: dict[int, tuple[float, int]] = {}
         self._following = False
         self.stats = SchedulerStats()
 
@@ -101,9 +104,14 @@ class PollScheduler:
             if self._held():
                 break
             await self._guarded(poll_id, self._open_one(poll_id, now))
-        for poll_id, token in await self._store.stale_claims(self._batch):
+        claims = await self._store.stale_claims(self._batch)
+        live = {poll_id for poll_id, _ in claims}
+        self._retry_post = {k: v for k, v in self._retry_post.items() if k in live}
+        for poll_id, token in claims:
             taken = claim_time(token)
-            if not self._held() and (taken is None or now - taken >= self._lease):
+            retry = self._retry_post.get(poll_id)
+            mine_due = retry is not None and retry[0] <= self._monotonic()
+            if not self._held() and (mine_due or taken is None or now - taken >= self._lease):
                 await self._guarded(poll_id, self._take_over(poll_id, token, now))
         for poll_id in await self._store.due_to_close(now, self._batch):
             if self._held():
@@ -152,13 +160,25 @@ class PollScheduler:
         if poll is None:
             return
         token = claim_token(self.replica, now)
-        if token == old_token or not await self._store.reclaim(poll_id, old_token, token):
+        if token == old_token:  # same second: make the new claim differ from the old one
+            token = claim_token(self.replica, now + timedelta(seconds=1))
+        if not await self._store.reclaim(poll_id, old_token, token):
             return
         self.stats.takeovers += 1
         await self._post(poll, token, now)
 
+    def _schedule_retry(self, poll_id: int) -> None:
+        failures = self._retry_post.get(poll_id, (0.0, 0))[1] + 1
+        delay = min(2.0 * 2 ** (failures - 1), self._lease.total_seconds())
+        self._retry_post[poll_id] = (self._monotonic() + delay, failures)
+
     async def _post(self, poll: PollView, token: str, now: datetime) -> None:
-        """Post the poll message (after the optional text message) and store its id."""
+        """Post the poll message (after the optional text message) and store its id.
+
+        A failed post keeps the claim; this replica retries it after 2 s, doubling up to the claim
+        lease, and any replica takes it over once the lease has run out.
+        """
+        self._schedule_retry(poll.id)  # cleared below once the post succeeded
         content = None
         mentions = AllowedMentions()
         if poll.ping_role_enabled and poll.ping_role_id is not None:
@@ -183,6 +203,7 @@ class PollScheduler:
                 logger.warning("poll %s: cannot post (%s); retried after the claim lease", poll.id, err)
             return
         self._open_failed_since.pop(poll.id, None)
+        self._retry_post.pop(poll.id, None)
         if await self._store.finish_open(poll.id, token, posted.message_id):
             self.stats.opened += 1
             self._remember(poll.id, poll.channel_id)

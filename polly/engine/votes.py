@@ -176,7 +176,7 @@ class VoteProcessor:
         on_outcome: Callable[[ReactionEvent, VoteOutcome], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         max_recent_removals: int = 20_000,
-        recent_removal_seconds: float = 120.0,
+        recent_removal_seconds: float = 60.0,
     ) -> None:
         self._store = store
         self._gateway = gateway

@@ -346,3 +346,20 @@ async def test_embed_edits_are_coalesced(url: str) -> None:
 
 def test_harness_is_typed(tmp_path: object) -> None:
     assert Harness.__name__ == "Harness"
+
+
+async def test_a_failed_post_is_retried_after_seconds_not_the_claim_lease(url: str) -> None:
+    async with harness(url, faults=FaultRates(server_error=1.0)) as h:
+        engine = h.engine()
+        poll_id = await h.add_poll()
+        await engine.scheduler.tick()
+        assert (await h.poll(poll_id)).message_id.startswith("claim:")  # type: ignore[union-attr]
+        h.sandbox.set_faults(FaultRates())
+        h.clock.advance(seconds=1)
+        await engine.scheduler.tick()  # backoff (2 s) not over: still claimed
+        assert (await h.poll(poll_id)).message_id.startswith("claim:")  # type: ignore[union-attr]
+        h.clock.advance(seconds=2)
+        await engine.scheduler.tick()
+        await h.message_of(poll_id)
+        assert len(h.sandbox.message_ids()) == 1
+        assert engine.scheduler.stats.takeovers == 1
