@@ -35,6 +35,9 @@ from polly.caches import (
     Timer,
 )
 from polly.config import CacheSettings
+from polly.engine.scheduler import PollScheduler
+from polly.engine.service import current_engine
+from polly.errors import PollyError
 
 __all__ = [
     "MAX_FETCH_RETRIES",
@@ -42,10 +45,17 @@ __all__ = [
     "WARNING_THRESHOLDS",
     "FailureMapping",
     "WarningCounts",
+    "cleanup_polls_with_deleted_messages",
+    "close_poll",
     "configure",
     "failure_tracker",
+    "get_scheduler",
     "log_throttle",
     "message_fetch_failures",
+    "restore_scheduled_jobs",
+    "shutdown_scheduler",
+    "start_reaction_safeguard",
+    "start_scheduler",
     "startup_warning_counts",
 ]
 
@@ -177,3 +187,76 @@ def configure(settings: CacheSettings, *, timer: Timer = time.monotonic) -> None
     message_fetch_failures.tracker = failure_tracker
     startup_warning_counts.throttle = log_throttle
     _unregister = failure_tracker.register()
+
+
+# --- upstream's scheduler functions, mapped onto the engine -------------------------------------------
+
+
+def get_scheduler() -> PollScheduler | None:
+    """The running engine's scheduler, or ``None`` outside ``polly run``."""
+    engine = current_engine()
+    return engine.scheduler if engine is not None else None
+
+
+def __getattr__(name: str) -> object:
+    if name == "scheduler":  # upstream's module global
+        return get_scheduler()
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
+
+
+async def close_poll(poll_id: int) -> dict[str, Any]:
+    """Close ``poll_id`` now; upstream's result shape ``{"success": bool, "message" | "error": str}``."""
+    engine = current_engine()
+    if engine is not None:
+        closed = await engine.close_now(poll_id)
+        return {
+            "success": True,
+            "message": f"poll {poll_id} closed" if closed else f"poll {poll_id} was not active",
+        }
+    from polly.db.current import get_database
+    from polly.engine.store import PollStore
+
+    try:
+        closed = await PollStore(get_database().async_session_scope).close(
+            poll_id, from_statuses=("scheduled", "active")
+        )
+    except PollyError as err:
+        return {"success": False, "error": str(err)}
+    message = (
+        f"poll {poll_id} closed; a running engine shows the results"
+        if closed
+        else f"poll {poll_id} was not open"
+    )
+    return {"success": True, "message": message}
+
+
+async def restore_scheduled_jobs() -> int:
+    """Run one scheduler tick now (overdue polls open or close); returns the ticks run (0 or 1)."""
+    scheduler = get_scheduler()
+    if scheduler is None:
+        logger.warning("restore_scheduled_jobs: no engine runs in this process; `polly run` schedules polls")
+        return 0
+    await scheduler.tick()
+    return 1
+
+
+async def start_scheduler() -> bool:
+    """``True`` when the engine (and so its scheduler) runs in this process."""
+    return current_engine() is not None
+
+
+async def shutdown_scheduler() -> None:
+    """Nothing to do: ``polly run`` stops the scheduler with the rest of the engine."""
+
+
+async def start_reaction_safeguard() -> None:
+    """Nothing to do: the engine's reconciler repairs missed votes within a Discord call budget."""
+
+
+async def cleanup_polls_with_deleted_messages() -> int:
+    """One reconciler pass; returns how many polls it closed as orphaned (none are ever deleted)."""
+    engine = current_engine()
+    if engine is None:
+        return 0
+    return (await engine.reconciler.pass_once()).orphaned

@@ -32,7 +32,7 @@ from polly.db.schema import check_schema, create_schema
 from polly.engine.gateway import Gateway
 from polly.engine.sandbox import SandboxGateway
 from polly.engine.sandbox_voters import SandboxVoters
-from polly.engine.service import Engine, utcnow_naive
+from polly.engine.service import Engine, set_current_engine, utcnow_naive
 from polly.errors import PollyError, SchemaError
 from polly.supervisor import Readiness, Supervisor
 
@@ -176,6 +176,7 @@ async def run(settings: Settings, options: RunOptions, *, stop: asyncio.Event | 
     telemetry = _start_telemetry(settings, loop)
     gateway = build_gateway(settings, options)
     engine = Engine(settings, database, gateway)
+    set_current_engine(engine)
     cfg = settings.engine
     try:
         async with Supervisor(name="polly", shutdown_timeout_seconds=cfg.shutdown_timeout_seconds) as sup:
@@ -207,6 +208,7 @@ async def run(settings: Settings, options: RunOptions, *, stop: asyncio.Event | 
             if stuck:
                 logger.error("did not stop in time: %s", ", ".join(stuck))
     finally:
+        set_current_engine(None)
         engine.close()
         for handle in telemetry:
             with contextlib.suppress(Exception):

@@ -229,9 +229,13 @@ class PollScheduler:
         if poll is not None and poll.status == "active":
             await self._orphan(poll, reason)
 
-    async def _close_one(self, poll_id: int, *, reason: str) -> None:
+    async def close_poll(self, poll_id: int, *, reason: str) -> bool:
+        """Close an active poll now, as its close time would; ``True`` if this call closed it."""
+        return await self._close_one(poll_id, reason=reason)
+
+    async def _close_one(self, poll_id: int, *, reason: str) -> bool:
         if not await self._store.close(poll_id):
-            return
+            return False
         self.stats.closed += 1
         self._won(poll_id, "active->closed")
         self._known_active.pop(poll_id, None)
@@ -239,6 +243,7 @@ class PollScheduler:
         if poll is not None:
             logger.info("poll %s closed: %s", poll_id, reason)
             await self.finalize(poll, ping=True)
+        return True
 
     async def finalize(self, poll: PollView, *, ping: bool) -> None:
         """Show the final results and clear the reactions; idempotent except the optional role ping."""

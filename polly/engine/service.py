@@ -38,6 +38,20 @@ from polly.supervisor import LoopFn, Readiness, Supervisor
 logger = logging.getLogger(__name__)
 
 
+_current: Engine | None = None
+
+
+def current_engine() -> Engine | None:
+    """The engine ``polly run`` is running in this process, if any."""
+    return _current
+
+
+def set_current_engine(engine: Engine | None) -> None:
+    """Called by ``polly run`` when its engine starts (``engine``) and stops (``None``)."""
+    global _current  # noqa: PLW0603 - one process-wide engine, as upstream's module globals
+    _current = engine
+
+
 def utcnow_naive() -> datetime:
     """Now as naive UTC, the engine's (and upstream's) time convention."""
     return datetime.now(UTC).replace(tzinfo=None)
@@ -174,6 +188,10 @@ class Engine:
         while True:
             await asyncio.sleep(self.settings.engine.tick_seconds)
             await self.scheduler.tick()
+
+    async def close_now(self, poll_id: int, reason: str = "manual") -> bool:
+        """Close ``poll_id`` at once (final results, reactions cleared); ``False`` if it was not active."""
+        return await self.scheduler.close_poll(poll_id, reason=reason)
 
     async def _run_reconciler(self, ready: Readiness) -> None:
         await self._ready_gateway()

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from polly.db.models import POLL_EMOJIS
 from polly.errors import PollyError
-
-POLL_EMOJIS: tuple[str, ...] = ("🇦", "🇧", "🇨", "🇩", "🇪", "🇫", "🇬", "🇭", "🇮", "🇯")
 
 #: ``message_id`` holds a claim token while a replica posts a poll: ``claim:<replica>:<epoch s>``.
 CLAIM_PREFIX = "claim:"

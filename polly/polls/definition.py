@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from polly.db.models import POLL_EMOJIS
 from polly.errors import PollValidationError
 
-POLL_EMOJIS = ("🇦", "🇧", "🇨", "🇩", "🇪", "🇫", "🇬", "🇭", "🇮", "🇯")
 MAX_FILE_BYTES = 8 * 1024 * 1024
 TIME_FORMAT = "%Y-%m-%dT%H:%M"
 DEFAULT_TIMEZONE = "US/Eastern"
@@ -279,7 +279,7 @@ def _emojis(c: _Checker, options: list[str] | None) -> list[str] | None:
     value = c.data.get("emojis")
     count = len(options) if options is not None else None
     if _absent(value) or value == []:
-        return list(POLL_EMOJIS[:count]) if count is not None else None
+        return POLL_EMOJIS[:count] if count is not None else None
     if not isinstance(value, list) or not all(isinstance(e, str) for e in value):
         c.fail("emojis", "must be a list of strings, one per option")
         return None

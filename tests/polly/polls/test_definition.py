@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from polly.db.models import POLL_EMOJIS
 from polly.errors import PollValidationError
 from polly.polls.definition import (
-    POLL_EMOJIS,
     PollDefinition,
     format_local,
     is_valid_emoji,
@@ -48,7 +48,7 @@ def test_a_valid_poll_is_normalised() -> None:
     poll, problems = validate_poll(base(timezone="US/Eastern"), "x", now=NOW)
     assert problems == []
     assert isinstance(poll, PollDefinition)
-    assert poll.emojis == POLL_EMOJIS[:2]
+    assert list(poll.emojis) == POLL_EMOJIS[:2]
     assert poll.open_time == datetime(2026, 3, 2, 14, 0)  # 09:00 EST is 14:00 UTC
     assert poll.close_time == datetime(2026, 3, 2, 22, 0)
     assert poll.open_time.tzinfo is None
