@@ -52,4 +52,4 @@ async def test_close_poll_without_an_engine_closes_the_row(sqlite_url: str) -> N
 
 def test_unknown_module_attributes_still_raise() -> None:
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        _ = background_tasks.nope  # type: ignore[attr-defined]
+        _ = background_tasks.nope
