@@ -5,7 +5,7 @@ deployment already holds in Redis keep working:
 
 * ``set``/``hset``/``lpush``/``rpush`` store a dict or list as ``json.dumps(value)``; ``set`` passes
   other values to redis-py as they are, ``hset``/``lpush``/``rpush`` store ``str(value)``;
-  a truthy ``ttl`` means ``SETEX``;
+  a truthy ``ttl`` sets the expiry (``SET ... EX``, what upstream's ``SETEX`` stores);
 * ``get``/``hget``/``hgetall``/``lrange`` JSON-decode each value and return the raw string when it is
   not JSON (logged once per key pattern, not per call);
 * ``cache_set``/``cache_get``/``cache_delete``/``cache_clear_pattern`` prefix keys with ``cache:``;
@@ -126,10 +126,10 @@ class RedisClient:
     # --- strings -------------------------------------------------------------------------------------
 
     async def set(self, key: str, value: Any, ttl: int | None = None) -> bool:
-        """Store ``value`` (dict/list as JSON), with ``SETEX`` when ``ttl`` (seconds) is truthy."""
+        """Store ``value`` (dict/list as JSON), expiring after ``ttl`` seconds when ``ttl`` is truthy."""
         encoded = _encode_json(value)
         if ttl:
-            ok = bool(await self._run("SETEX", lambda c: c.setex(key, ttl, encoded), fallback=False))
+            ok = bool(await self._run("SET EX", lambda c: c.set(key, encoded, ex=ttl), fallback=False))
         else:
             ok = bool(await self._run("SET", lambda c: c.set(key, encoded), fallback=False))
         connector = self._connector
