@@ -138,8 +138,8 @@ class KeyPatternLog:
     def __len__(self) -> int:
         return len(self._seen)
 
-    def warn(self, key: str, message: str, *args: object) -> bool:
-        """Log ``message % args`` (prefixed with the key pattern) if this pattern is new; True if logged."""
+    def report(self, key: str, problem: str) -> bool:
+        """Log ``problem`` with ``key``'s pattern if the pattern is new; True when logged."""
         pattern = key_pattern(key)
         if pattern in self._seen:
             return False
@@ -153,5 +153,5 @@ class KeyPatternLog:
                 )
             return False
         self._seen.add(pattern)
-        logger.warning("Redis key pattern %s: %s (logged once per pattern)", pattern, message % args)
+        logger.warning("Redis key pattern %s: %s (logged once per pattern)", pattern, problem)
         return True

@@ -120,7 +120,7 @@ class RedisClient:
         try:
             return json.loads(raw)
         except (json.JSONDecodeError, TypeError):
-            self._decode_log.warn(key, "a value is not JSON; returned as the raw string")
+            self._decode_log.report(key, "a value is not JSON; returned as the raw string")
             return raw
 
     # --- strings -------------------------------------------------------------------------------------

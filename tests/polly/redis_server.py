@@ -44,7 +44,17 @@ class OwnRedisServer:
         return redis.Redis(port=self.port, password=self.password, socket_timeout=2, client_name="test-admin")
 
     def start(self, timeout_seconds: float = 10.0) -> None:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
         if self.password:
             args += ["--requirepass", self.password]
         self._proc = subprocess.Popen([*args, *self.extra_args], stdout=subprocess.DEVNULL)

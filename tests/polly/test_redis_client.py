@@ -70,10 +70,11 @@ async def test_set_with_ttl_uses_setex(client: RedisClient, raw: redis.Redis) ->
 
 
 async def test_values_written_by_upstream_read_back(client: RedisClient, raw: redis.Redis) -> None:
+    # Written with upstream's own command (SETEX), which redis-py types loosely.
     prefs = {"last_server_id": "1", "last_channel_id": "2", "default_timezone": "UTC"}
-    raw.execute_command("SETEX", "cache:user_prefs:7", 1800, json.dumps(prefs))  # upstream's command
-    raw.execute_command("SETEX", "screenshot_token:abc123", 330, json.dumps({"poll_id": 5}))
-    raw.execute_command("SETEX", "super_admin:dashboard_stats", 60, json.dumps({"polls": 3}))
+    raw.execute_command("SETEX", "cache:user_prefs:7", 1800, json.dumps(prefs))  # type: ignore[no-untyped-call]
+    raw.execute_command("SETEX", "screenshot_token:abc123", 330, json.dumps({"poll_id": 5}))  # type: ignore[no-untyped-call]
+    raw.execute_command("SETEX", "super_admin:dashboard_stats", 60, json.dumps({"polls": 3}))  # type: ignore[no-untyped-call]
     assert await client.cache_get("user_prefs:7") == prefs
     assert await client.get("screenshot_token:abc123") == {"poll_id": 5}
     assert await client.get("super_admin:dashboard_stats") == {"polls": 3}
@@ -190,7 +191,7 @@ async def test_concurrent_first_calls_share_one_client_and_pool(redis_url: str) 
     assert polly_redis.current_redis() is not None
     assert clients[0]._client is polly_redis.current_redis().client  # type: ignore[union-attr]
     assert isinstance(clients[0]._client, redis.asyncio.Redis)
-    assert clients[0]._client.get_encoder().decode_responses
+    assert clients[0]._client.connection_pool.connection_kwargs["decode_responses"] is True
 
 
 async def test_one_pool_per_process(redis_url: str) -> None:
