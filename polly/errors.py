@@ -11,6 +11,7 @@ Every error polly raises on purpose derives from :class:`PollyError`::
     │   └── AsyncDatabaseNotConfiguredError  upstream's name: no async engine can be built for the URL
     ├── RedisError
     │   ├── RedisUnavailableError    Redis cannot be reached, or the breaker is open
+    │   │   └── RedisMisconfiguredError  Redis answered but refused the settings (password, db)
     │   └── RedisPoolExhaustedError  no Redis connection within the acquire timeout
     ├── GatewayError                 a Discord operation failed (see polly.engine.gateway)
     │   ├── NotFoundError            404: the message, channel or reaction is gone
@@ -72,6 +73,13 @@ class RedisError(PollyError):
 
 class RedisUnavailableError(RedisError):
     """Redis cannot be reached, or the circuit breaker is open."""
+
+
+class RedisMisconfiguredError(RedisUnavailableError):
+    """Redis answered but refused polly's settings (wrong password, db number out of range).
+
+    Retrying cannot help, so this is a startup error. The message carries the redacted URL only.
+    """
 
 
 class RedisPoolExhaustedError(RedisError):
