@@ -59,13 +59,15 @@ def run(
     """Run the poll engine until SIGINT or SIGTERM.
 
     With --sandbox it runs on embedded defaults: the configured database (SQLite ./db/polly.db
-    unless set), no Redis, and a simulated Discord seeded with a few polls and voters.
+    unless set), no Redis unless REDIS_URL is set, and a simulated Discord seeded with a few polls
+    and voters.
     """
     from polly.engine.runner import RunOptions
     from polly.engine.runner import run as run_engine
 
     settings = settings_or_exit(config_path)
-    if sandbox:
+    if sandbox and settings.redis.url is None:
+        # Embedded defaults: no Redis unless a REDIS_URL (or redis.url) asks for one.
         settings = settings.model_copy(update={"redis": settings.redis.model_copy(update={"enabled": False})})
     configure_logging(settings.general.log_level)
     options = RunOptions(

@@ -29,11 +29,14 @@ from polly.config import Settings
 from polly.db.engine import Database
 from polly.db.models import Poll
 from polly.db.schema import check_schema, create_schema
+from polly.engine.cache_sync import PollCacheInvalidator
 from polly.engine.gateway import Gateway
 from polly.engine.sandbox import SandboxGateway
 from polly.engine.sandbox_voters import SandboxVoters
 from polly.engine.service import Engine, set_current_engine, utcnow_naive
 from polly.errors import PollyError, SchemaError
+from polly.redis import current_redis
+from polly.redis_client import RedisClient
 from polly.supervisor import Readiness, Supervisor
 
 logger = logging.getLogger("polly")
@@ -173,9 +176,11 @@ async def run(settings: Settings, options: RunOptions, *, stop: asyncio.Event | 
     database = Database(settings.database)
     await asyncio.to_thread(prepare_database, database)
     database.open()
+    redis = await _open_redis(settings)
     telemetry = _start_telemetry(settings, loop)
     gateway = build_gateway(settings, options)
-    engine = Engine(settings, database, gateway)
+    invalidate = PollCacheInvalidator(redis) if redis is not None else None
+    engine = Engine(settings, database, gateway, on_poll_changed=invalidate)
     set_current_engine(engine)
     cfg = settings.engine
     try:
@@ -188,6 +193,10 @@ async def run(settings: Settings, options: RunOptions, *, stop: asyncio.Event | 
                 if seeded:
                     logger.info("sandbox: seeded %d demo poll(s)", seeded)
             engine.start(sup)
+            connector = current_redis()
+            if connector is not None:
+                sup.start_loop("redis-probe", _adapt(connector.probe_loop))
+            sup.start_loop("db-slow-checkouts", _adapt(database.watch_slow_checkouts))
             if isinstance(gateway, SandboxGateway):
                 voters = SandboxVoters(
                     gateway,
@@ -213,7 +222,24 @@ async def run(settings: Settings, options: RunOptions, *, stop: asyncio.Event | 
         for handle in telemetry:
             with contextlib.suppress(Exception):
                 handle.shutdown()
+        if redis is not None:
+            await redis.disconnect()
         await database.dispose()
+
+
+async def _open_redis(settings: Settings) -> RedisClient | None:
+    """The process's Redis client when Redis is enabled; unreachable is fine (the breaker opens and the
+    probe closes it later), a wrong password or db number stops start-up."""
+    if not settings.redis.enabled:
+        return None
+    client = RedisClient(settings.redis)
+    if await client.connect():
+        logger.info("redis: connected to %s", settings.redis.effective_url())
+    else:
+        logger.warning(
+            "redis: %s unreachable; running on fallbacks until it answers", settings.redis.effective_url()
+        )
+    return client
 
 
 def _adapt(fn: Callable[[], Any]) -> Callable[[Readiness], Any]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -71,7 +71,9 @@ class PollScheduler:
         on_transition: TransitionObserver | None = None,
         on_results_changed: Callable[[int], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        on_closed: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
+        self._on_closed = on_closed
         self._store = store
         self._monotonic = monotonic
         self._hold_until = 0.0  # a 429 holds every Discord call of the scheduler until then
@@ -247,6 +249,8 @@ class PollScheduler:
 
     async def finalize(self, poll: PollView, *, ping: bool) -> None:
         """Show the final results and clear the reactions; idempotent except the optional role ping."""
+        if self._on_closed is not None:
+            await self._on_closed(poll.id)
         if poll.message_id is None:
             return
         results, voters = await self._store.results(poll.id)

@@ -88,6 +88,7 @@ class Engine:
         on_transition: TransitionObserver | None = None,
         on_outcome: Callable[[ReactionEvent, VoteOutcome], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        on_poll_changed: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         cfg = settings.engine
         self.settings = settings
@@ -96,7 +97,11 @@ class Engine:
         self.database = database
         self.store = PollStore(database.async_session_scope)
         self.embeds = EmbedUpdater(
-            self.store, gateway, interval_seconds=cfg.embed_update_interval_seconds, monotonic=monotonic
+            self.store,
+            gateway,
+            interval_seconds=cfg.embed_update_interval_seconds,
+            monotonic=monotonic,
+            on_refresh=on_poll_changed,
         )
         self.votes = VoteProcessor(
             self.store,
@@ -118,6 +123,7 @@ class Engine:
             on_transition=on_transition,
             on_results_changed=self.embeds.mark,
             monotonic=monotonic,
+            on_closed=on_poll_changed,
         )
         # "Gone" runs must outlast the orphan period, so the retry window never restarts one early.
         self.gone = FailureTracker(

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -90,7 +90,9 @@ class EmbedUpdater:
         interval_seconds: float,
         max_pending: int = 10_000,
         monotonic: Callable[[], float] = time.monotonic,
+        on_refresh: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
+        self._on_refresh = on_refresh
         self._store = store
         self._gateway = gateway
         self._interval = interval_seconds
@@ -137,6 +139,8 @@ class EmbedUpdater:
             poll = await self._store.view(poll_id)
             if poll is None or poll.status != "active" or poll.message_id is None:
                 return
+            if self._on_refresh is not None:
+                await self._on_refresh(poll_id)
             results, voters = await self._store.results(poll_id)
             await self._gateway.edit_message(
                 poll.channel_id, poll.message_id, embed=poll_embed(poll, results, closed=False, voters=voters)
