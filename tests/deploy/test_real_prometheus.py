@@ -5,9 +5,7 @@ The metrics come from a process serving them through the OpenTelemetry SDK's Pro
 - ``synthetic``: ``tests/deploy/fake_exporter.py`` emits every metric of docs/metrics.md with its
   documented name, kind, unit and attributes;
 - ``sandbox``: ``polly run --sandbox`` with its scrape endpoint on, Redis on (a claimed db of the
-  test Redis) and 10-second censuses, i.e. what polly really emits. Off until the engine's
-  ``polly run`` and the instrumentation are both on the branch: set ``SANDBOX_READY = True`` below
-  to switch it on.
+  test Redis) and 10-second censuses, i.e. what polly really emits.
 
 Prometheus scrapes every second and loads deploy/'s rule file. The test then asserts that every
 rule evaluates without error, that every vector selector of every alert returns series, and that
@@ -34,8 +32,6 @@ from tests.deploy.promnames import MetricSpec, expand_grafana, sdk_renames, sele
 from tests.deploy.promserver import PrometheusServer, free_port
 from tests.services import REDIS_URL, claim_redis_db, redis_db_url, release_redis_db
 
-#: Switch on the sandbox-driven variant once `polly run --sandbox` serves metrics.
-SANDBOX_READY = False
 #: Seconds of scraping before the queries run: several samples for rate() and deriv(); for the
 #: sandbox also two censuses 10 s apart, which the RSS growth rate needs before it reports.
 WARM_UP_SECONDS = {"synthetic": 8.0, "sandbox": 30.0}
@@ -103,8 +99,6 @@ def scraped(
 ) -> Iterator[PrometheusServer]:
     """A Prometheus that has scraped the source for WARM_UP_SECONDS, with deploy/'s rules loaded."""
     source: str = request.param
-    if source == "sandbox" and not SANDBOX_READY:
-        pytest.skip("polly run --sandbox does not serve metrics on this branch yet (SANDBOX_READY = False)")
     tmp_path = tmp_path_factory.mktemp(f"scrape-{source}")
     port = free_port()
     redis_db = claim_redis_db(REDIS_URL) if source == "sandbox" else None
