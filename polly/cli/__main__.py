@@ -1,0 +1,5 @@
+"""``python -m polly.cli``: the ``polly`` command."""
+
+from polly.cli.main import main
+
+main()
