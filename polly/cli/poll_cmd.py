@@ -22,9 +22,10 @@ from polly.cli.main import config_option, settings_or_exit
 from polly.db.engine import Database
 from polly.db.models import STATUSES, utcnow_naive
 from polly.db.schema import check_schema
-from polly.errors import PollValidationError, PollyError
+from polly.db.urls import backend_of, parse_url
+from polly.errors import ConfigError, PollValidationError, PollyError
 from polly.polls import reports, service
-from polly.polls.definition import PollDefinition, load_definitions, validate_poll
+from polly.polls.definition import PollDefinition, format_local, load_definitions, validate_poll
 
 T = TypeVar("T")
 
@@ -37,11 +38,24 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 @contextmanager
 def _database(config_path: Path | None) -> Iterator[Database]:
     """The configured database, checked usable; errors exit 1 with the redacted URL."""
-    database = Database(settings_or_exit(config_path).database)
+    settings = settings_or_exit(config_path)
+    url = settings.database.url.get_secret_value()
+    try:
+        parsed = parse_url(url)
+    except ConfigError as err:
+        _fail(str(err), 2)
+    file = parsed.database if backend_of(parsed) == "sqlite" else None
+    if file not in (None, "", ":memory:") and not Path(str(file)).exists():  # connecting would create it
+        _fail(f"no database file at {parsed.database} (run `polly db upgrade` to create it)")
+    database = Database(settings.database)
     try:
         report = check_schema(database.sync_engine)
+        if report.detected_version is None:
+            _fail(
+                f"the database {database.redacted_url} is empty: run `polly db upgrade` to create the schema"
+            )
         if not report.usable:
-            findings = "; ".join(report.lines()[1:])
+            findings = "; ".join(report.lines()[2:])
             shown = database.redacted_url
             _fail(f"the database {shown} cannot be used as it is ({findings}); run `polly db upgrade`")
         yield database
@@ -57,8 +71,7 @@ def _run(config_path: Path | None, work: Callable[[Database], T]) -> T:
 
 
 def _local(naive_utc: datetime, tz_name: str) -> str:
-    from polly.polls.definition import format_local
-
+    """For people: ``YYYY-MM-DD HH:MM`` in the poll's zone."""
     return format_local(naive_utc, tz_name).replace("T", " ")
 
 
@@ -164,7 +177,8 @@ def list_(*, config_path: Path | None, as_json: bool, **filters: Any) -> None:
         _echo_json({
             "polls": [{
                 "id": p.id, "name": p.name, "status": p.status, "timezone": p.timezone,
-                "open_time": _local(p.open_time, p.timezone), "close_time": _local(p.close_time, p.timezone),
+                "open_time": format_local(p.open_time, p.timezone),
+                "close_time": format_local(p.close_time, p.timezone),
                 "open_time_utc": p.open_time.isoformat(), "close_time_utc": p.close_time.isoformat(),
                 "server_id": p.server_id, "channel_id": p.channel_id, "message_id": p.message_id,
                 "votes": p.votes, "voters": p.voters,
@@ -203,8 +217,8 @@ def show(*, config_path: Path | None, poll_id: int, as_json: bool) -> None:
             "id": p.id, "name": p.name, "question": p.question, "status": p.status,
             "server_id": str(p.server_id), "channel_id": str(p.channel_id),
             "message_id": None if p.message_id is None else str(p.message_id), "creator_id": d.creator_id,
-            "timezone": p.timezone, "open_time": _local(p.open_time, p.timezone),
-            "close_time": _local(p.close_time, p.timezone), "open_time_utc": p.open_time.isoformat(),
+            "timezone": p.timezone, "open_time": format_local(p.open_time, p.timezone),
+            "close_time": format_local(p.close_time, p.timezone), "open_time_utc": p.open_time.isoformat(),
             "close_time_utc": p.close_time.isoformat(), "open_immediately": d.open_immediately,
             "multiple_choice": p.multiple_choice, "max_choices": p.max_choices, "anonymous": p.anonymous,
             "ping_role_enabled": p.ping_role_enabled,

@@ -189,13 +189,14 @@ def show_poll(db: Database, poll_id: int) -> PollDetails:
     """The poll's settings, results per option, winner(s) and (unless anonymous) its voters."""
     with db.session_scope() as session:
         row, view = load_poll(session, poll_id)
-        per_option = dict(
-            session.execute(
+        per_option = {
+            int(index): int(count)
+            for index, count in session.execute(
                 select(Vote.option_index, func.count())
                 .where(Vote.poll_id == poll_id)
                 .group_by(Vote.option_index)
-            ).tuples()
-        )
+            )
+        }
         voter_count = session.scalar(
             select(func.count(func.distinct(Vote.user_id))).where(Vote.poll_id == poll_id)
         )
@@ -215,7 +216,7 @@ def show_poll(db: Database, poll_id: int) -> PollDetails:
                 voters.setdefault(str(user_id), []).append(int(index))
         creator, on_update = row.creator_id, bool(row.ping_role_on_update)
         immediately, created_at = bool(row.open_immediately), row.created_at
-    counted = {int(i): int(n) for i, n in per_option.items() if 0 <= int(i) < len(view.options)}
+    counted = {i: n for i, n in per_option.items() if 0 <= i < len(view.options)}
     total = sum(counted.values())
     results = tuple(
         OptionResult(
