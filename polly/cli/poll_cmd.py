@@ -324,7 +324,7 @@ def delete(*, config_path: Path | None, poll_id: int, yes: bool) -> None:
 )
 def export(*, config_path: Path | None, poll_id: int, output: Path | None) -> None:
     """Write the poll in the JSON import format (times in its time zone): `poll create --file` reads it."""
-    data = _run(config_path, lambda db: reports.export_poll(db, poll_id))
+    data = _run(config_path, lambda db: reports.export_poll(db, poll_id, now=utcnow_naive()))
     text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
     if output is None:
         click.echo(text, nl=False)

@@ -209,7 +209,7 @@ def show_poll(db: Database, poll_id: int) -> PollDetails:
                 .order_by(Vote.id)
                 .limit(MAX_VOTE_ROWS_SHOWN + 1)
             )
-            pairs = list(session.execute(stmt).tuples())
+            pairs = [(str(user), int(index)) for user, index in session.execute(stmt)]
             truncated = len(pairs) > MAX_VOTE_ROWS_SHOWN
             voters = {}
             for user_id, index in pairs[:MAX_VOTE_ROWS_SHOWN]:
@@ -241,8 +241,13 @@ def show_poll(db: Database, poll_id: int) -> PollDetails:
     )
 
 
-def export_poll(db: Database, poll_id: int) -> dict[str, Any]:
-    """The poll in the JSON import format, times in its time zone, so importing it recreates it."""
+def export_poll(db: Database, poll_id: int, *, now: datetime) -> dict[str, Any]:
+    """The poll in the JSON import format, times in its time zone, so importing it recreates it.
+
+    ``now`` is naive UTC. A poll whose open time is not after ``now`` (it has opened, or is due) is
+    written with ``open_immediately: true``: the import format refuses an open time in the past, and
+    importing such a poll can only mean opening it at once.
+    """
     with db.session_scope() as session:
         row, view = load_poll(session, poll_id)
         extra: dict[str, Any] = {
@@ -253,7 +258,7 @@ def export_poll(db: Database, poll_id: int) -> dict[str, Any]:
             "ping_role_enabled": view.ping_role_enabled,
             "ping_role_on_close": view.ping_role_on_close,
             "ping_role_on_update": bool(row.ping_role_on_update),
-            "open_immediately": bool(row.open_immediately),
+            "open_immediately": bool(row.open_immediately) or view.open_time <= now,
         }
         if view.max_choices is not None:
             extra["max_choices"] = view.max_choices
