@@ -185,7 +185,7 @@ def test_reopen_requires_a_closed_poll_and_a_future_close_time(database: Databas
     service.close_poll(database, poll_id)
     past = now - timedelta(minutes=5)
     set_columns(database, poll_id, open_time=now - timedelta(hours=1), close_time=past)
-    with pytest.raises(PollStateError, match="which has passed.*pass --extend-minutes N"):
+    with pytest.raises(PollStateError, match=r"which has passed.*pass --extend-minutes N"):
         service.reopen_poll(database, poll_id, now=now)
     assert reports.show_poll(database, poll_id).poll.status == "closed"  # refused: unchanged
     done = service.reopen_poll(database, poll_id, now=now, extend_minutes=30)
