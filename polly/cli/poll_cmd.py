@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from polly.cli.main import config_option, settings_or_exit
-from polly.db.engine import Database
+from polly.db.engine import Database, describe_connect_error
 from polly.db.models import STATUSES, utcnow_naive
 from polly.db.schema import check_schema
 from polly.db.urls import backend_of, parse_url
@@ -61,6 +62,8 @@ def _database(config_path: Path | None) -> Iterator[Database]:
         yield database
     except PollyError as err:
         _fail(str(err))
+    except SQLAlchemyError as err:  # e.g. the connection dropped mid-command: nothing was committed
+        _fail(f"database error on {database.redacted_url}: {describe_connect_error(err, parsed.password)}")
     finally:
         database.dispose_sync()
 

@@ -235,3 +235,36 @@ def test_list_is_bounded_by_limit(sqlite_url: str) -> None:
     assert lines[-1] == "(showing the newest 2; raise --limit for more)"
     data = json.loads(polly(sqlite_url, "list", "--json", "--limit", "2").stdout)
     assert (len(data["polls"]), data["truncated"]) == (2, True)
+
+
+def test_an_unreachable_database_exits_1_without_the_password() -> None:
+    result = polly("postgresql://alice:hunter2@127.0.0.1:1/polly", "list")
+    assert result.exit_code == 1
+    assert "cannot connect to the database at postgresql+psycopg://alice:***@127.0.0.1:1/polly" in out(result)
+    assert "hunter2" not in out(result)
+
+
+def test_a_schema_missing_a_table_names_it(sqlite_url: str) -> None:
+    create_schema(sqlite_url)
+    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as conn:
+        conn.execute("DROP TABLE votes")
+    result = polly(sqlite_url, "list")
+    assert result.exit_code == 1
+    assert "missing table: votes" in out(result)
+    assert "run `polly db upgrade`" in out(result)
+
+
+def test_a_database_error_mid_command_is_reported_and_nothing_is_written(sqlite_url: str) -> None:
+    create_schema(sqlite_url)
+    holder = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        holder.execute("PRAGMA journal_mode=WAL")  # what polly sets: readers never wait for the writer
+        holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        result = polly(sqlite_url, "create", *FLAGS, POLLY_DATABASE__SQLITE_BUSY_TIMEOUT_MS="100")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.exit_code == 1
+    assert "polly: database error on sqlite:///" in out(result)
+    assert "OperationalError: database is locked" in out(result)
+    assert listed(sqlite_url) == []
