@@ -141,10 +141,7 @@ def create(
                        f"closes {_local(d.close_time, d.timezone)} {d.timezone}")  # fmt: skip
         click.echo(f"{len(definitions)} poll(s) valid; nothing was written (--dry-run)")
         return
-    try:
-        ids = _run(config_path, lambda db: service.create_polls(db, definitions, creator_id=creator_id))
-    except PollValidationError as err:
-        _fail(str(err))
+    ids = _run(config_path, lambda db: service.create_polls(db, definitions, creator_id=creator_id))
     for poll_id, d in zip(ids, definitions, strict=True):
         when = (
             "on the engine's next tick"
