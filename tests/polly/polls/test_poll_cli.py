@@ -116,6 +116,10 @@ def test_flags_without_required_fields_name_them(schema_url: str) -> None:
     assert result.exit_code == 1
     assert "command line ('Lunch'): question: is required" in out(result)
     assert "server_id: is required (in the file or on the command line)" in out(result)
+    bad_creator = polly(schema_url, "create", *FLAGS, "--creator-id", "bob")
+    assert bad_creator.exit_code == 1
+    assert "creator_id: 'bob': must be a Discord user id (digits) or 0" in out(bad_creator)
+    assert listed(schema_url) == []
 
 
 def test_export_to_a_file_then_import_round_trips(schema_url: str, tmp_path: Path) -> None:
