@@ -19,6 +19,8 @@ Every error polly raises on purpose derives from :class:`PollyError`::
     │   ├── RateLimitedError         429: retry after ``retry_after_seconds``
     │   └── ServerError              5xx or a transport failure: transient
     ├── PollValidationError          a poll definition breaks a rule (lists every problem)
+    ├── PollNotFoundError            no poll has the id asked for
+    ├── PollStateError               the poll's state forbids the change (e.g. reopening an open poll)
     ├── ShutdownTimeoutError         tasks that did not stop by the shutdown deadline
     └── SupervisorError              the task supervisor refused a task (closed)
         ├── TaskLimitError           the supervisor already runs its maximum of live tasks
@@ -116,6 +118,18 @@ class PollValidationError(PollyError):
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = tuple(problems)
         super().__init__("\n".join(self.problems))
+
+
+class PollNotFoundError(PollyError):
+    """No poll has the id asked for; ``poll_id`` says which."""
+
+    def __init__(self, poll_id: int) -> None:
+        self.poll_id = poll_id
+        super().__init__(f"no poll {poll_id}")
+
+
+class PollStateError(PollyError):
+    """The poll's current state does not allow the change; the message says what would."""
 
 
 class ShutdownTimeoutError(PollyError):
