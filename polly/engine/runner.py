@@ -197,7 +197,7 @@ async def run(settings: Settings, options: RunOptions, *, stop: asyncio.Event | 
             if connector is not None:
                 sup.start_loop("redis-probe", _adapt(connector.probe_loop))
             sup.start_loop("db-slow-checkouts", _adapt(database.watch_slow_checkouts))
-            if isinstance(gateway, SandboxGateway):
+            if isinstance(gateway, SandboxGateway) and options.voters > 0 and options.events_per_second > 0:
                 voters = SandboxVoters(
                     gateway,
                     voters=options.voters,

@@ -27,7 +27,7 @@ from polly.engine.embeds import poll_embed, results_message
 from polly.engine.gateway import AllowedMentions, Gateway
 from polly.engine.store import PollStore, claim_time, claim_token
 from polly.engine.views import CorruptPollError, PollView
-from polly.errors import ForbiddenError, GatewayError, NotFoundError, RateLimitedError
+from polly.errors import ForbiddenError, GatewayError, NotFoundError, RateLimitedError, ServerError
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,9 @@ class PollScheduler:
         self._on_closed = on_closed
         self._store = store
         self._monotonic = monotonic
-        self._hold_until = 0.0  # a 429 holds every Discord call of the scheduler until then
+        # A 429 holds the scheduler's calls to that channel until its retry-after has passed, as
+        # Discord's limits are per route and channel (bounded: one entry per channel being held).
+        self._hold_until: dict[int, float] = {}
         self._gateway = gateway
         self.replica = replica
         self._clock = clock
@@ -91,6 +93,7 @@ class PollScheduler:
         # Our own failed posts, retried with backoff (poll id -> (due monotonic, failures)); other
         # replicas' claims wait for the lease, since only a crash leaves them behind.
         self._retry_post: dict[int, tuple[float, int]] = {}
+        self._unfinalized: dict[int, bool] = {}  # closed polls whose final embed failed -> ping still due
         self._following = False
         self.stats = SchedulerStats()
 
@@ -102,9 +105,8 @@ class PollScheduler:
         """One pass over everything due. Errors in one poll never stop the others."""
         now = self._clock()
         self.stats.ticks += 1
+        self._release_holds()
         for poll_id in await self._store.due_to_open(now, self._batch):
-            if self._held():
-                break
             await self._guarded(poll_id, self._open_one(poll_id, now))
         claims = await self._store.stale_claims(self._batch)
         live = {poll_id for poll_id, _ in claims}
@@ -113,17 +115,29 @@ class PollScheduler:
             taken = claim_time(token)
             retry = self._retry_post.get(poll_id)
             mine_due = retry is not None and retry[0] <= self._monotonic()
-            if not self._held() and (mine_due or taken is None or now - taken >= self._lease):
+            if mine_due or taken is None or now - taken >= self._lease:
                 await self._guarded(poll_id, self._take_over(poll_id, token, now))
         for poll_id in await self._store.due_to_close(now, self._batch):
-            if self._held():
-                break
             await self._guarded(poll_id, self._close_one(poll_id, reason="close time reached"))
-        if not self._held():
-            await self._follow_external_changes()
+        for poll_id, ping in list(self._unfinalized.items()):
+            view = await self._safe_view(poll_id)
+            if view is None or view.status != "closed":
+                self._unfinalized.pop(poll_id, None)
+            elif not self._held(view.channel_id):
+                await self._guarded(poll_id, self.finalize(view, ping=ping))
+        await self._follow_external_changes()
 
-    def _held(self) -> bool:
-        return self._monotonic() < self._hold_until
+    def _held(self, channel_id: int) -> bool:
+        return self._monotonic() < self._hold_until.get(channel_id, 0.0)
+
+    def _release_holds(self) -> None:
+        now = self._monotonic()
+        self._hold_until = {c: t for c, t in self._hold_until.items() if t > now}
+
+    def _hold(self, channel_id: int, err: RateLimitedError) -> None:
+        self._hold_until[channel_id] = self._monotonic() + err.retry_after_seconds
+        self.stats.errors["RateLimitedError"] = self.stats.errors.get("RateLimitedError", 0) + 1
+        logger.info("channel %s rate limited: its calls wait %.1f s", channel_id, err.retry_after_seconds)
 
     async def _guarded(self, poll_id: int, work: object) -> None:
         try:
@@ -131,12 +145,6 @@ class PollScheduler:
         except CorruptPollError as err:
             self.stats.corrupt_rows += 1
             logger.warning("poll %s left alone: %s", poll_id, err)
-        except RateLimitedError as err:
-            self._hold_until = self._monotonic() + err.retry_after_seconds
-            self.stats.errors["RateLimitedError"] = self.stats.errors.get("RateLimitedError", 0) + 1
-            logger.warning(
-                "poll %s: rate limited; Discord calls wait %.1f s", poll_id, err.retry_after_seconds
-            )
         except GatewayError as err:
             kind = type(err).__name__
             self.stats.errors[kind] = self.stats.errors.get(kind, 0) + 1
@@ -152,6 +160,8 @@ class PollScheduler:
                 self._won(poll_id, "scheduled->closed")
                 logger.info("poll %s closed without opening: its close time had passed", poll_id)
             return
+        if self._held(poll.channel_id):
+            return
         token = claim_token(self.replica, now)
         if await self._store.claim_open(poll_id, token):
             self._won(poll_id, "scheduled->active")
@@ -159,7 +169,7 @@ class PollScheduler:
 
     async def _take_over(self, poll_id: int, old_token: str, now: datetime) -> None:
         poll = await self._store.view(poll_id)
-        if poll is None:
+        if poll is None or self._held(poll.channel_id):
             return
         token = claim_token(self.replica, now)
         if token == old_token:  # same second: make the new claim differ from the old one
@@ -196,6 +206,9 @@ class PollScheduler:
                 content=content,
                 allowed_mentions=mentions,
             )
+        except RateLimitedError as err:
+            self._hold(poll.channel_id, err)
+            return
         except (NotFoundError, ForbiddenError) as err:
             self.stats.open_failures += 1
             first = self._open_failed_since.setdefault(poll.id, now)
@@ -236,6 +249,9 @@ class PollScheduler:
         return await self._close_one(poll_id, reason=reason)
 
     async def _close_one(self, poll_id: int, *, reason: str) -> bool:
+        before = await self._safe_view(poll_id)
+        if before is not None and self._held(before.channel_id):
+            return False  # closed on a later tick, once the channel's retry-after has passed
         if not await self._store.close(poll_id):
             return False
         self.stats.closed += 1
@@ -254,11 +270,19 @@ class PollScheduler:
         if poll.message_id is None:
             return
         results, voters = await self._store.results(poll.id)
+        self._unfinalized.pop(poll.id, None)
         try:
             await self._gateway.edit_message(
                 poll.channel_id, poll.message_id, embed=poll_embed(poll, results, closed=True, voters=voters)
             )
             await self._gateway.clear_reactions(poll.channel_id, poll.message_id)
+        except (RateLimitedError, ServerError) as err:
+            # Transient: the final embed is shown on a later tick (bounded by the polls followed).
+            if isinstance(err, RateLimitedError):
+                self._hold(poll.channel_id, err)
+            if len(self._unfinalized) < self._max_known:
+                self._unfinalized[poll.id] = ping
+            return
         except NotFoundError:
             logger.info("poll %s: its message is gone; closed without editing it", poll.id)
         except ForbiddenError as err:

@@ -7,15 +7,18 @@ import logging
 import random
 from collections import Counter
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from polly.db.engine import Database
-from polly.engine.sandbox import FaultRates
+from polly.engine.gateway import PostedMessage
+from polly.engine.sandbox import FaultRates, SandboxGateway
 from polly.engine.soak_check import ReplicaGateway, VoteAudit, audit_poll
 from polly.engine.views import poll_view
-from tests.polly.engine.harness import USER, Harness, harness
+from polly.errors import RateLimitedError
+from tests.polly.engine.harness import CHANNEL, USER, Harness, harness
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -363,3 +366,52 @@ async def test_a_failed_post_is_retried_after_seconds_not_the_claim_lease(url: s
         await h.message_of(poll_id)
         assert len(h.sandbox.message_ids()) == 1
         assert engine.scheduler.stats.takeovers == 1
+
+
+class _LimitedChannel(SandboxGateway):
+    """A sandbox whose one channel answers every post with 429."""
+
+    limited: int = 0
+
+    async def post_poll_message(self, channel_id: int, **kwargs: Any) -> PostedMessage:
+        if channel_id == self.limited:
+            raise RateLimitedError("429 on the limited channel", retry_after_seconds=30.0)
+        return await super().post_poll_message(channel_id, **kwargs)
+
+
+async def test_a_rate_limited_channel_holds_only_that_channel(sqlite_url: str) -> None:
+    async with harness(sqlite_url) as h:
+        gateway = _LimitedChannel(rng=random.Random(1), clock=h.clock.monotonic)
+        gateway.limited = CHANNEL + 1
+        engine = h.engine(gateway)
+        held = [await h.add_poll(name=f"held {i}", channel_id=str(CHANNEL + 1)) for i in range(3)]
+        free = [await h.add_poll(name=f"free {i}") for i in range(3)]
+        await engine.scheduler.tick()
+        assert engine.scheduler.stats.errors["RateLimitedError"] == 1  # one 429, then the channel waits
+        for poll_id in free:
+            await h.message_of(poll_id)
+        assert [(await h.poll(p)).status for p in held].count("scheduled") == 2
+        gateway.limited = 0
+        h.clock.advance(seconds=31)
+        await engine.scheduler.tick()
+        for poll_id in held:
+            await h.message_of(poll_id)
+
+
+async def test_a_failed_final_edit_is_retried_on_the_next_tick(sqlite_url: str) -> None:
+    async with harness(sqlite_url) as h:
+        engine = h.engine()
+        poll_id = await h.add_poll()
+        await engine.scheduler.tick()
+        message = await h.message_of(poll_id)
+        h.sandbox.set_faults(FaultRates(server_error=1.0))
+        h.clock.advance(hours=2)
+        await engine.scheduler.tick()
+        assert (await h.poll(poll_id)).status == "closed"
+        assert h.sandbox.truth(message).reactions != {}  # the final edit failed
+        h.sandbox.set_faults(FaultRates())
+        await engine.scheduler.tick()
+        assert h.sandbox.truth(message).reactions == {}
+        embed = h.sandbox.truth(message).embed
+        assert embed is not None
+        assert "Closed" in embed.fields[0].value
