@@ -23,7 +23,8 @@ import json
 import logging
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -49,6 +50,7 @@ GUILD_BASE = 800_000_000_000_000_000
 CHANNEL_BASE = 810_000_000_000_000_000
 CHANNELS = 50
 USER_BASE = 700_000_000_000_000_000
+MAX_SAMPLES = 10_000  # 27 hours at the default 10 s interval
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +209,7 @@ async def audit(database: Database, sandbox: SandboxGateway) -> tuple[VoteAudit,
     return result, len(polls), states
 
 
-def growing_classes(samples: list[Sample], after: float) -> list[str]:
+def growing_classes(samples: Iterable[Sample], after: float) -> list[str]:
     """Classes among the last census's top ones whose count grew in every sample after ``after``."""
     late = [s for s in samples if s.t >= after]
     if len(late) < 3:
@@ -249,7 +251,7 @@ async def run_soak(settings: Settings, options: SoakOptions) -> dict[str, Any]: 
         for i, (db, gw) in enumerate(zip(databases, gateways, strict=True))
     ]
     voters = Voters(sandbox, options.voters, options.events_per_second, rng)
-    samples: list[Sample] = []
+    samples: deque[Sample] = deque(maxlen=MAX_SAMPLES)
     started = time.monotonic()
 
     async def sampler(ready: Readiness) -> None:
@@ -358,7 +360,7 @@ async def _drain(engines: list[Engine], limit_seconds: float = 120.0) -> None:
         await asyncio.sleep(0.2)
 
 
-def _chart(samples: list[Sample], options: SoakOptions) -> None:
+def _chart(samples: Sequence[Sample], options: SoakOptions) -> None:
     try:
         import matplotlib as mpl
 
