@@ -23,7 +23,7 @@ from polly.errors import PollyError
               help="Seconds before RSS growth is measured.")  # fmt: skip
 @click.option("--polls", type=click.IntRange(min=1, max=100_000), default=2000, show_default=True)
 @click.option(
-    "--voters", type=click.IntRange(min=1), default=10, show_default=True, help="Simulated users per poll."
+    "--voters", type=click.IntRange(min=1), default=5, show_default=True, help="Simulated users per poll."
 )
 @click.option("--events-per-second", type=click.FloatRange(min=0.1), default=200.0, show_default=True)
 @click.option("--fault-rate", type=click.FloatRange(min=0, max=1), default=0.2, show_default=True,
@@ -51,7 +51,8 @@ def soak(
     report_dir: Path,
 ) -> None:
     """Run replicas of the engine against the sandbox under load and faults; write report.json and
-    report.png; exit 1 if a vote was lost, a transition happened twice or a poll was deleted."""
+    report.png; exit 1 if a vote was lost or invented, a cap exceeded, a transition happened twice or a
+    poll was deleted."""
     from polly.engine.soak import SoakOptions, run_soak, soak_settings
 
     settings = soak_settings(settings_or_exit(config_path), database_url)

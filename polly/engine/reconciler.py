@@ -100,7 +100,7 @@ class Reconciler:
         self._orphaner = orphaner
         self._gone = gone
         self._clock = clock
-        self._budget = budget
+        self.budget = budget
         self._lookback = lookback
         self._orphan_after = orphan_after
         self._max_polls = max_polls
@@ -125,7 +125,7 @@ class Reconciler:
         self._retry_at = {k: v for k, v in self._retry_at.items() if k in live}
         candidates.sort(key=lambda p: self._last_done.get(p.id, _NEVER))
         for poll in candidates:
-            if report.calls >= self._budget or report.rate_limited:
+            if report.calls >= self.budget or report.rate_limited:
                 break
             retry = self._retry_at.get(poll.id)
             if retry is not None and retry[0] > now:
@@ -174,7 +174,7 @@ class Reconciler:
         assert poll.message_id is not None
         after = 0
         while True:
-            if report.calls >= self._budget:
+            if report.calls >= self.budget:
                 return False
             report.calls += 1
             observed_at = self._monotonic()

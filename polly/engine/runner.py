@@ -110,7 +110,11 @@ async def seed_demo_polls(database: Database, count: int) -> int:
 
 
 def _start_telemetry(settings: Settings, loop: asyncio.AbstractEventLoop) -> list[Any]:
-    """Start every installed ``polly.telemetry`` plugin; a failing plugin is logged, never fatal."""
+    """Start every installed ``polly.telemetry`` plugin; a failing plugin is logged, never fatal.
+
+    Given the loop, a plugin schedules its loop-side work (the gc census) on it with loop callbacks,
+    not tasks; :meth:`shutdown` on the handle stops it.
+    """
     if not settings.general.monitoring.enabled:
         return []
     handles = []
@@ -185,9 +189,6 @@ async def run(settings: Settings, options: RunOptions, *, stop: asyncio.Event | 
     cfg = settings.engine
     try:
         async with Supervisor(name="polly", shutdown_timeout_seconds=cfg.shutdown_timeout_seconds) as sup:
-            for handle in telemetry:
-                if callable(getattr(handle, "run", None)):
-                    sup.start_loop("telemetry", _adapt(handle.run))
             if isinstance(gateway, SandboxGateway):
                 seeded = await seed_demo_polls(database, options.seed_polls)
                 if seeded:

@@ -94,6 +94,7 @@ class PollScheduler:
         # replicas' claims wait for the lease, since only a crash leaves them behind.
         self._retry_post: dict[int, tuple[float, int]] = {}
         self._unfinalized: dict[int, bool] = {}  # closed polls whose final embed failed -> ping still due
+        self._needs_reactions: dict[int, None] = {}  # posted polls still missing some reactions
         self._following = False
         self.stats = SchedulerStats()
 
@@ -119,6 +120,7 @@ class PollScheduler:
                 await self._guarded(poll_id, self._take_over(poll_id, token, now))
         for poll_id in await self._store.due_to_close(now, self._batch):
             await self._guarded(poll_id, self._close_one(poll_id, reason="close time reached"))
+        await self._ensure_reactions()
         for poll_id, ping in list(self._unfinalized.items()):
             view = await self._safe_view(poll_id)
             if view is None or view.status != "closed":
@@ -199,10 +201,12 @@ class PollScheduler:
         try:
             if poll.image_message_text:
                 await self._gateway.send_message(poll.channel_id, content=poll.image_message_text[:2000])
+            # The message goes out bare, its id is stored, and only then come the reactions users
+            # click: a vote can never arrive for a message the database does not know yet.
             posted = await self._gateway.post_poll_message(
                 poll.channel_id,
                 embed=poll_embed(poll, {}, closed=False, voters=0),
-                emojis=poll.emojis,
+                emojis=(),
                 content=content,
                 allowed_mentions=mentions,
             )
@@ -215,7 +219,7 @@ class PollScheduler:
             if now - first >= self._orphan_after:
                 await self._orphan(poll, f"cannot post in channel {poll.channel_id}: {type(err).__name__}")
             else:
-                logger.warning("poll %s: cannot post (%s); retried after the claim lease", poll.id, err)
+                logger.warning("poll %s: cannot post (%s); retried with backoff", poll.id, err)
             return
         self._open_failed_since.pop(poll.id, None)
         self._retry_post.pop(poll.id, None)
@@ -223,12 +227,47 @@ class PollScheduler:
             self.stats.opened += 1
             self._remember(poll.id, poll.channel_id)
             logger.info("poll %s opened as message %s", poll.id, posted.message_id)
+            await self._add_reactions(poll, posted.message_id)
         else:
             self.stats.late_claims += 1
             logger.error(
                 "poll %s: message %s was posted after the %ss claim lease ran out; another replica took over",
                 poll.id, posted.message_id, int(self._lease.total_seconds()),
             )  # fmt: skip
+
+    async def _add_reactions(self, poll: PollView, message_id: int) -> None:
+        """Add the poll's reactions in order; what fails is added on a later tick."""
+        for emoji in poll.emojis:
+            try:
+                await self._gateway.add_reaction(poll.channel_id, message_id, emoji)
+            except RateLimitedError as err:
+                self._hold(poll.channel_id, err)
+                self._needs_reactions[poll.id] = None
+                return
+            except GatewayError as err:
+                logger.info("poll %s: reaction %s not added yet (%s)", poll.id, emoji, type(err).__name__)
+                self._needs_reactions[poll.id] = None
+                return
+
+    async def _ensure_reactions(self) -> None:
+        """Complete the reactions of polls whose posting stopped half-way (bounded: those polls only)."""
+        for poll_id in list(self._needs_reactions):
+            view = await self._safe_view(poll_id)
+            if view is None or view.status != "active" or view.message_id is None:
+                self._needs_reactions.pop(poll_id, None)
+                continue
+            if self._held(view.channel_id):
+                continue
+            try:
+                await self._adopt(view, refresh=False)
+            except NotFoundError:
+                pass  # the message is gone: the reconciler decides what that means
+            except RateLimitedError as err:
+                self._hold(view.channel_id, err)
+                continue
+            except GatewayError:
+                continue  # transient: next tick
+            self._needs_reactions.pop(poll_id, None)
 
     async def _orphan(self, poll: PollView, reason: str) -> None:
         if await self._store.close(poll.id):
@@ -338,11 +377,11 @@ class PollScheduler:
             logger.warning("poll %s left alone: %s", poll_id, err)
             return None
 
-    async def _adopt(self, poll: PollView) -> None:
+    async def _adopt(self, poll: PollView, *, refresh: bool = True) -> None:
         """A poll that became active elsewhere (another replica, a reopen): refresh its embed and make
         sure its reactions exist."""
         assert poll.message_id is not None
-        if self._on_results_changed is not None:
+        if refresh and self._on_results_changed is not None:
             self._on_results_changed(poll.id)
         message = await self._gateway.fetch_message(poll.channel_id, poll.message_id)
         present = {r.emoji for r in message.reactions if r.me}

@@ -17,7 +17,7 @@ from polly.engine.gateway import PostedMessage
 from polly.engine.sandbox import FaultRates, SandboxGateway
 from polly.engine.soak_check import ReplicaGateway, VoteAudit, audit_poll
 from polly.engine.views import poll_view
-from polly.errors import RateLimitedError
+from polly.errors import RateLimitedError, ServerError
 from tests.polly.engine.harness import CHANNEL, USER, Harness, harness
 
 pytestmark = pytest.mark.timeout(120)
@@ -415,3 +415,30 @@ async def test_a_failed_final_edit_is_retried_on_the_next_tick(sqlite_url: str) 
         embed = h.sandbox.truth(message).embed
         assert embed is not None
         assert "Closed" in embed.fields[0].value
+
+
+async def test_the_message_id_is_stored_before_any_reaction_and_failed_reactions_come_later(
+    sqlite_url: str,
+) -> None:
+    async with harness(sqlite_url) as h:
+        seen: list[str | None] = []
+
+        class Flaky(SandboxGateway):
+            failures = 1
+
+            async def add_reaction(self, channel_id: int, message_id: int, emoji: str) -> None:
+                seen.append((await h.poll(poll_id)).message_id)
+                if self.failures:
+                    self.failures -= 1
+                    raise ServerError("503")
+                await super().add_reaction(channel_id, message_id, emoji)
+
+        gateway = Flaky(rng=random.Random(2), clock=h.clock.monotonic)
+        engine = h.engine(gateway)
+        poll_id = await h.add_poll()
+        await engine.scheduler.tick()
+        message = await h.message_of(poll_id)
+        assert set(seen) == {str(message)}  # stored before the first reaction was tried
+        assert gateway.failures == 0
+        # The failed reaction was completed later in the same tick, by the pass over unfinished posts.
+        assert set(gateway.truth(message).reactions) == {"🇦", "🇧", "🇨"}
