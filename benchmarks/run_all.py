@@ -19,6 +19,10 @@ RUNS = {
     "pool": (["pool_benchmark.py"], ["pool_benchmark.py", "--voters", "50", "--votes", "4"]),
     "census": (["census_benchmark.py"], ["census_benchmark.py", "--sizes", "200000"]),
     "redis outage": (["redis_outage_benchmark.py"], ["redis_outage_benchmark.py"]),
+    "overhead": (
+        ["overhead_benchmark.py"],
+        ["overhead_benchmark.py", "--objects", "200000", "--minutes", "0.5"],
+    ),
 }
 
 
