@@ -56,6 +56,18 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyt
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 
+@pytest.fixture(autouse=True)
+def _no_redis_pool_left_open() -> Iterator[None]:
+    """polly has one Redis pool per process: a test that leaves it open fails here, not in a later test."""
+    yield
+    import polly.redis
+
+    connector = polly.redis.current_redis()
+    if connector is not None:
+        polly.redis._current = None  # so the next test starts clean
+        pytest.fail(f"the test left the process's Redis pool open ({connector.url_redacted})", pytrace=False)
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: object) -> str:
     """A fresh SQLite file database in the test's temporary directory."""

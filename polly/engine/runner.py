@@ -171,61 +171,76 @@ def build_gateway(settings: Settings, options: RunOptions) -> Gateway:
 
 
 async def run(settings: Settings, options: RunOptions, *, stop: asyncio.Event | None = None) -> None:
-    """Run until ``stop`` is set, a signal arrives, or ``options.duration_seconds`` pass."""
+    """Run until ``stop`` is set, a signal arrives, or ``options.duration_seconds`` pass.
+
+    A missing token fails before anything is opened; whatever was opened is released on the way out,
+    whichever step failed.
+    """
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    database = Database(settings.database)
-    await asyncio.to_thread(prepare_database, database)
-    database.open()
-    redis = await _open_redis(settings)
-    telemetry = _start_telemetry(settings, loop)
     gateway = build_gateway(settings, options)
-    invalidate = PollCacheInvalidator(redis) if redis is not None else None
-    engine = Engine(settings, database, gateway, on_poll_changed=invalidate)
-    set_current_engine(engine)
-    cfg = settings.engine
+    database = Database(settings.database)
+    redis: RedisClient | None = None
+    telemetry: list[Any] = []
+    engine: Engine | None = None
     try:
-        async with Supervisor(name="polly", shutdown_timeout_seconds=cfg.shutdown_timeout_seconds) as sup:
-            if isinstance(gateway, SandboxGateway):
-                seeded = await seed_demo_polls(database, options.seed_polls)
-                if seeded:
-                    logger.info("sandbox: seeded %d demo poll(s)", seeded)
-            engine.start(sup)
-            connector = current_redis()
-            if connector is not None:
-                sup.start_loop("redis-probe", _adapt(connector.probe_loop))
-            sup.start_loop("db-slow-checkouts", _adapt(database.watch_slow_checkouts))
-            if isinstance(gateway, SandboxGateway) and options.voters > 0 and options.events_per_second > 0:
-                voters = SandboxVoters(
-                    gateway,
-                    voters=options.voters,
-                    events_per_second=options.events_per_second,
-                    rng=random.Random(),  # noqa: S311 - simulation, not cryptography
-                )
-                sup.start_loop("sandbox-voters", _adapt(voters.run))
-            sup.start_loop(
-                "status", lambda ready: _status_loop(engine, database, cfg.status_interval_seconds, ready)
-            )
-            await sup.wait_ready(cfg.startup_timeout_seconds)
-            logger.info("polly is running (replica %s); Ctrl-C stops it", engine.replica)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), options.duration_seconds)
-            logger.info("stopping")
-            stuck = await sup.shutdown(cfg.shutdown_timeout_seconds)
-            if stuck:
-                logger.error("did not stop in time: %s", ", ".join(stuck))
+        await asyncio.to_thread(prepare_database, database)
+        database.open()
+        redis = await _open_redis(settings)
+        telemetry = _start_telemetry(settings, loop)
+        invalidate = PollCacheInvalidator(redis) if redis is not None else None
+        engine = Engine(settings, database, gateway, on_poll_changed=invalidate)
+        set_current_engine(engine)
+        await _serve(engine, database, gateway, options, stop)
     finally:
         set_current_engine(None)
-        engine.close()
+        if engine is not None:
+            engine.close()
         for handle in telemetry:
             with contextlib.suppress(Exception):
                 handle.shutdown()
         if redis is not None:
             await redis.disconnect()
         await database.dispose()
+
+
+async def _serve(
+    engine: Engine, database: Database, gateway: Gateway, options: RunOptions, stop: asyncio.Event
+) -> None:
+    """The supervised part of :func:`run`: every loop, until ``stop`` or the duration."""
+    cfg = engine.settings.engine
+    async with Supervisor(name="polly", shutdown_timeout_seconds=cfg.shutdown_timeout_seconds) as sup:
+        if isinstance(gateway, SandboxGateway):
+            seeded = await seed_demo_polls(database, options.seed_polls)
+            if seeded:
+                logger.info("sandbox: seeded %d demo poll(s)", seeded)
+        engine.start(sup)
+        connector = current_redis()
+        if connector is not None:
+            sup.start_loop("redis-probe", _adapt(connector.probe_loop))
+        sup.start_loop("db-slow-checkouts", _adapt(database.watch_slow_checkouts))
+        if isinstance(gateway, SandboxGateway) and options.voters > 0 and options.events_per_second > 0:
+            voters = SandboxVoters(
+                gateway,
+                voters=options.voters,
+                events_per_second=options.events_per_second,
+                rng=random.Random(),  # noqa: S311 - simulation, not cryptography
+            )
+            sup.start_loop("sandbox-voters", _adapt(voters.run))
+        sup.start_loop(
+            "status", lambda ready: _status_loop(engine, database, cfg.status_interval_seconds, ready)
+        )
+        await sup.wait_ready(cfg.startup_timeout_seconds)
+        logger.info("polly is running (replica %s); Ctrl-C stops it", engine.replica)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), options.duration_seconds)
+        logger.info("stopping")
+        stuck = await sup.shutdown(cfg.shutdown_timeout_seconds)
+        if stuck:
+            logger.error("did not stop in time: %s", ", ".join(stuck))
 
 
 async def _open_redis(settings: Settings) -> RedisClient | None:
