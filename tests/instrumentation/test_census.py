@@ -82,7 +82,7 @@ def _result(counts: dict[str, int]) -> CensusResult:
 
 
 def test_leak_suspects_grew_in_each_of_the_last_k(caplog: pytest.LogCaptureFixture) -> None:
-    detector = LeakDetector(3)
+    detector = LeakDetector(3, min_growth=10)
     assert detector.observe(_result({"a.Leak": 10, "b.Flat": 5, "c.Wobbly": 5})) == []
     assert detector.observe(_result({"a.Leak": 20, "b.Flat": 5, "c.Wobbly": 7})) == []
     with caplog.at_level(logging.WARNING, logger="opentelemetry.instrumentation.polly"):
@@ -90,6 +90,15 @@ def test_leak_suspects_grew_in_each_of_the_last_k(caplog: pytest.LogCaptureFixtu
     assert suspects == [("a.Leak", 25, 35)]
     assert "a.Leak +25 (now 35)" in caplog.text
     assert "b.Flat" not in caplog.text
+
+
+def test_a_class_growing_by_a_handful_is_no_suspect() -> None:
+    detector = LeakDetector(3)  # default: at least 100 objects over the window
+    for count in (4_800, 4_802, 4_804, 4_806):
+        suspects = detector.observe(
+            _result({"builtins.tuple": count, "a.Leak": (count - 4_800) * 100 + 1_000})
+        )
+    assert [name for name, _, _ in suspects] == ["a.Leak"]
 
 
 def test_rss_growth_warns_once_per_episode(caplog: pytest.LogCaptureFixture) -> None:

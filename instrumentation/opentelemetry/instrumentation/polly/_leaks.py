@@ -17,21 +17,26 @@ profiler_logger = logging.getLogger("memory_profiler")
 
 #: Suspects named in one log line at most.
 MAX_SUSPECTS_LOGGED = 10
+#: Growth over the window (objects) below which a steadily growing class is not worth a warning:
+#: caches warming up and interpreter bookkeeping grow by a handful of objects per census.
+MIN_SUSPECT_GROWTH = 100
 
 
 class LeakDetector:
     """Classes whose count grew in each of the last ``consecutive`` censuses.
 
     With ``consecutive = K`` a class is a suspect when its counts over the last K censuses are
-    strictly increasing (K - 1 growths). Only the most numerous classes of each census are tracked
-    (``CensusResult.top_counts``), so memory is bounded by K times that size.
+    strictly increasing (K - 1 growths) and it gained at least ``min_growth`` objects over them. Only
+    the most numerous classes of each census are tracked (``CensusResult.top_counts``), so memory is
+    bounded by K times that size.
     """
 
-    def __init__(self, consecutive: int) -> None:
+    def __init__(self, consecutive: int, min_growth: int = MIN_SUSPECT_GROWTH) -> None:
         if consecutive < 2:
             msg = f"consecutive_snapshots must be at least 2, got {consecutive}"
             raise ValueError(msg)
         self.consecutive = consecutive
+        self.min_growth = min_growth
         self._history: deque[dict[str, int]] = deque(maxlen=consecutive)
 
     def observe(self, result: CensusResult) -> list[tuple[str, int, int]]:
@@ -43,7 +48,8 @@ class LeakDetector:
         suspects: list[tuple[str, int, int]] = []
         for name, last in snapshots[-1].items():
             series = [snap.get(name, -1) for snap in snapshots]
-            if series[0] >= 0 and all(a < b for a, b in pairwise(series)):
+            grown = series[0] >= 0 and last - series[0] >= self.min_growth
+            if grown and all(a < b for a, b in pairwise(series)):
                 suspects.append((name, last - series[0], last))
         suspects.sort(key=lambda s: s[1], reverse=True)
         if suspects:
