@@ -384,8 +384,17 @@ def _env_overrides(
     for var, (path, scale) in sorted(OTEL_ENV.items(), key=lambda kv: "_METRICS_" in kv[0]):
         if environ.get(var, "") != "":
             apply(var, path, scale)
+    sections = tuple(f"{POLLY_ENV_PREFIX}{name.upper()}_" for name in Settings.model_fields)
     for var in sorted(environ):
         if not var.startswith(POLLY_ENV_PREFIX) or var in _RESERVED_POLLY_ENV:
+            continue
+        if "__" not in var:
+            # Only POLLY_<SECTION>__<KEY> names are settings; other POLLY_ variables belong to
+            # someone else, unless they look like a setting with one underscore too few.
+            if var.startswith(sections):
+                problems.append(
+                    f"{var}: not a setting; keys are POLLY_<SECTION>__<KEY>, e.g. POLLY_ENGINE__TICK_SECONDS"
+                )
             continue
         path = tuple(p.lower() for p in var[len(POLLY_ENV_PREFIX) :].split("__"))
         if _field_annotation(path) is None or _is_section(path):

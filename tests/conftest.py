@@ -27,16 +27,8 @@ from tests.services import (
     claim_redis_db,
     redis_db_url,
     release_redis_db,
+    unavailable,
 )
-
-REQUIRE_SERVICES = os.environ.get("POLLY_REQUIRE_SERVICES", "") == "1"
-
-
-def _unavailable(name: str, err: BaseException) -> None:
-    reason = f"{name} unreachable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
-    if REQUIRE_SERVICES:
-        pytest.fail(f"{reason}; POLLY_REQUIRE_SERVICES=1 requires it", pytrace=False)
-    pytest.skip(reason)
 
 
 def _with_database(url: str, database: str) -> str:
@@ -81,7 +73,7 @@ def postgres_url() -> Iterator[str]:
     try:
         admin = admin_postgres(POSTGRES_URL)
     except ServiceUnavailableError as err:
-        _unavailable("PostgreSQL", err)
+        unavailable("PostgreSQL", err)
         raise
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
@@ -102,7 +94,7 @@ def mariadb_url() -> Iterator[str]:
     try:
         admin = admin_mariadb(MARIADB_URL)
     except ServiceUnavailableError as err:
-        _unavailable("MariaDB", err)
+        unavailable("MariaDB", err)
         raise
     with admin:
         admin.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
@@ -128,7 +120,7 @@ def redis_url() -> Iterator[str]:
     try:
         db = claim_redis_db(REDIS_URL)
     except ServiceUnavailableError as err:
-        _unavailable("Redis", err)
+        unavailable("Redis", err)
         raise
     url = redis_db_url(REDIS_URL, db)
     try:

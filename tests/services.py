@@ -11,11 +11,12 @@ import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg
 import pymysql
+import pytest
 import redis
 
 POSTGRES_URL = os.environ.get("POLLY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -27,8 +28,20 @@ _CLAIM_SECONDS = 3600
 _owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+REQUIRE_SERVICES = os.environ.get("POLLY_REQUIRE_SERVICES", "") == "1"
+
+
 class ServiceUnavailableError(Exception):
     """The server could not be reached."""
+
+
+def unavailable(name: str, err: BaseException) -> NoReturn:
+    """Skip the test with a one-line reason, or fail it when ``POLLY_REQUIRE_SERVICES=1``."""
+    first_line = str(err).splitlines()[0] if str(err) else ""
+    reason = f"{name} unreachable ({type(err).__name__}: {first_line})"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason}; POLLY_REQUIRE_SERVICES=1 requires it", pytrace=False)
+    pytest.skip(reason)
 
 
 class _Cursorish:

@@ -13,17 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REQUIRE_SERVICES
 from tests.deploy.deployfiles import METRICS_DOC_ENV, ROOT
 from tests.deploy.promnames import MetricSpec, parse_metrics_doc
 from tests.deploy.promserver import find_binary
+from tests.services import unavailable
 
 
 def _missing_tool(name: str) -> None:
-    reason = f"{name} not found (apt-get install prometheus, or bash .ci/prepare)"
-    if REQUIRE_SERVICES:
-        pytest.fail(f"{reason}; POLLY_REQUIRE_SERVICES=1 requires it", pytrace=False)
-    pytest.skip(reason)
+    unavailable(name, FileNotFoundError("not on PATH (apt-get install prometheus, or bash .ci/prepare)"))
 
 
 @pytest.fixture(scope="session")

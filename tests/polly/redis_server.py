@@ -14,6 +14,8 @@ from contextlib import contextmanager
 
 import redis
 
+from tests.services import unavailable
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -28,7 +30,7 @@ class OwnRedisServer:
     def __init__(self, *extra_args: str, password: str | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("redis-server is not installed")
+            unavailable("redis-server", FileNotFoundError("redis-server is not on PATH"))
         self.binary = binary
         self.port = free_port()
         self.password = password

@@ -118,6 +118,15 @@ def test_polly_prefixed_variables_reach_every_key(tmp_path: Path) -> None:
     assert s.general.monitoring.memory_profiling.enabled is True
 
 
+def test_other_polly_variables_are_left_alone_but_near_misses_are_named(tmp_path: Path) -> None:
+    s = load_settings(
+        environ={"POLLY_TEST_POSTGRES_URL": "postgresql://x/y", "POLLY_HOME": "/srv"}, cwd=tmp_path
+    )
+    assert s.engine.tick_seconds == 5.0
+    text = problems(tmp_path, env={"POLLY_ENGINE_TICK_SECONDS": "2"})
+    assert "POLLY_ENGINE_TICK_SECONDS: not a setting; keys are POLLY_<SECTION>__<KEY>" in text
+
+
 def test_dotenv_is_read_and_the_real_environment_wins(tmp_path: Path) -> None:
     write(tmp_path, "DB_POOL_SIZE=3\nDB_MAX_OVERFLOW=1\n", name=".env")
     s = load_settings(environ={"DB_POOL_SIZE": "8"}, cwd=tmp_path)
