@@ -23,7 +23,7 @@ from tests.polly.engine.harness import CHANNEL, USER, Harness, harness
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "mariadb"])
 def url(request: pytest.FixtureRequest) -> str:
     value = request.getfixturevalue(f"{request.param}_url")
     assert isinstance(value, str)

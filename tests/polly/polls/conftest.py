@@ -19,9 +19,9 @@ EXAMPLES = ("simple_poll_example.json", "example_poll.json", "comprehensive_poll
 IDS = {"server_id": "123456789012345678", "channel_id": "987654321098765432"}
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "mariadb"])
 def schema_url(request: pytest.FixtureRequest) -> str:
-    """A SQLite or PostgreSQL database with polly's (upstream's) schema."""
+    """A SQLite, PostgreSQL or MariaDB database with polly's (upstream's) schema."""
     url = request.getfixturevalue(f"{request.param}_url")
     assert isinstance(url, str)
     create_schema(url)
