@@ -210,6 +210,9 @@ class EngineSettings(_Section):
     startup_timeout_seconds: float = Field(60.0, gt=0)
     shutdown_timeout_seconds: float = Field(10.0, gt=0)
     status_interval_seconds: float = Field(10.0, ge=1)
+    image_root: str = Field(
+        ".", min_length=1, description="directory upstream's poll image_path is relative to"
+    )
 
 
 class Settings(_Section):

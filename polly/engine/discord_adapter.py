@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -41,6 +42,7 @@ from polly.engine.gateway import (
     ReactionEventQueue,
     ReactionQueueStats,
     ReactionUser,
+    check_attachment,
     check_message,
     check_page_limit,
 )
@@ -367,14 +369,17 @@ class DiscordGateway:
         content: str | None = None,
         embed: Embed | None = None,
         allowed_mentions: AllowedMentions = NO_MENTIONS,
+        attachment: Path | None = None,
     ) -> int:
-        check_message(content, embed)
+        check_message(content, embed, attachment)
+        check_attachment(attachment)
         channel = self._message(channel_id, 0).channel
         async with self._call(f"send a message to channel {channel_id}"):
             sent = await channel.send(
                 content=content,
                 embed=to_discord_embed(embed) if embed is not None else None,  # type: ignore[arg-type]  # send() accepts None
                 allowed_mentions=to_discord_mentions(allowed_mentions),
+                file=discord.File(attachment) if attachment is not None else None,  # type: ignore[arg-type]  # send() accepts None
             )
         return sent.id
 

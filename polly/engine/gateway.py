@@ -28,6 +28,7 @@ import asyncio
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 from polly.errors import PollValidationError
@@ -44,6 +45,23 @@ MAX_EMBED_TOTAL_CHARS = 6000
 MAX_COLOUR = 0xFFFFFF
 MAX_REACTIONS_PER_MESSAGE = 20
 MAX_REACTION_USERS_PAGE = 100
+MAX_ATTACHMENT_BYTES = 8 * 1024 * 1024
+
+
+def check_attachment(attachment: Path | None) -> None:
+    """``ValueError`` unless ``attachment`` is ``None`` or a readable file of at most 8 MiB."""
+    if attachment is None:
+        return
+    try:
+        size = attachment.stat().st_size
+    except OSError as err:
+        msg = f"attachment {attachment} cannot be read: {err.strerror or err}"
+        raise ValueError(msg) from err
+    if not attachment.is_file() or size > MAX_ATTACHMENT_BYTES:
+        msg = (
+            f"attachment {attachment} must be a file of at most {MAX_ATTACHMENT_BYTES:,} bytes, got {size:,}"
+        )
+        raise ValueError(msg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,11 +229,11 @@ class ReactionEventQueue:
         return ReactionQueueStats(self._queue.qsize(), self.max_events, self._accepted, self._dropped)
 
 
-def check_message(content: str | None, embed: Embed | None) -> None:
+def check_message(content: str | None, embed: Embed | None, attachment: Path | None = None) -> None:
     """Raise :class:`~polly.errors.PollValidationError` unless the message has something to send
     and ``content`` fits Discord's 2000-character limit."""
-    if content is None and embed is None:
-        raise PollValidationError(["a message needs content, an embed or both; got neither"])
+    if content is None and embed is None and attachment is None:
+        raise PollValidationError(["a message needs content, an embed or a file; got none"])
     if content is not None and len(content) > MAX_CONTENT_CHARS:
         raise PollValidationError(
             [f"message content has {len(content)} characters; at most {MAX_CONTENT_CHARS} allowed"]
@@ -323,8 +341,13 @@ class Gateway(Protocol):
         content: str | None = None,
         embed: Embed | None = None,
         allowed_mentions: AllowedMentions = NO_MENTIONS,
+        attachment: Path | None = None,
     ) -> int:
-        """Send a plain message (role pings, results); returns its id."""
+        """Send a plain message (role pings, results, a poll's image with its text); returns its id.
+
+        ``attachment`` is a local file sent with the message (at most 8 MiB, Discord's default
+        limit); ``ValueError`` if it cannot be read.
+        """
         ...
 
     async def send_dm(self, user_id: int, *, content: str | None = None, embed: Embed | None = None) -> int:

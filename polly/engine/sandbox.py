@@ -26,6 +26,7 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from polly.engine.gateway import (
     MAX_REACTIONS_PER_MESSAGE,
@@ -39,6 +40,7 @@ from polly.engine.gateway import (
     ReactionEventQueue,
     ReactionQueueStats,
     ReactionUser,
+    check_attachment,
     check_message,
     check_page_limit,
 )
@@ -62,6 +64,7 @@ class _Message:
     content: str | None
     embed: Embed | None
     allowed_mentions: AllowedMentions
+    attachment: str | None = None
     deleted: bool = False
     reactions: dict[str, set[int]] = field(default_factory=dict)
     voters: dict[int, dict[str, Tally]] = field(default_factory=dict)
@@ -224,6 +227,7 @@ class SandboxGateway:
             content=m.content,
             embed=m.embed,
             allowed_mentions=m.allowed_mentions,
+            attachment=m.attachment,
             deleted=m.deleted,
             reactions={e: frozenset(u) for e, u in m.reactions.items() if u},
             voters={uid: VoterTruth.of(uid, t) for uid, t in m.voters.items()},
@@ -415,10 +419,14 @@ class SandboxGateway:
         content: str | None = None,
         embed: Embed | None = None,
         allowed_mentions: AllowedMentions = NO_MENTIONS,
+        attachment: Path | None = None,
     ) -> int:
-        check_message(content, embed)
+        check_message(content, embed, attachment)
+        check_attachment(attachment)
         await self._enter(f"send a message to channel {channel_id}", channel_id)
-        return self._store(channel_id, content, embed, allowed_mentions).id
+        message = self._store(channel_id, content, embed, allowed_mentions)
+        message.attachment = attachment.name if attachment is not None else None
+        return message.id
 
     async def send_dm(self, user_id: int, *, content: str | None = None, embed: Embed | None = None) -> int:
         check_message(content, embed)

@@ -54,8 +54,9 @@ class VoterTruth:
 
 @dataclass(frozen=True, slots=True)
 class MessageTruth:
-    """A message as the sandbox holds it: its last content and embed, who it may ping, whether it
-    was deleted, the current reactions (emoji → user ids, the bot included) and every user's acts."""
+    """A message as the sandbox holds it: its last content and embed, who it may ping, the name of
+    the file sent with it, whether it was deleted, the current reactions (emoji → user ids, the bot
+    included) and every user's acts."""
 
     message_id: int
     channel_id: int
@@ -63,6 +64,7 @@ class MessageTruth:
     content: str | None
     embed: Embed | None
     allowed_mentions: AllowedMentions
+    attachment: str | None
     deleted: bool
     reactions: Mapping[str, frozenset[int]]
     voters: Mapping[int, VoterTruth]

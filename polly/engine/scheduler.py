@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from polly.engine.embeds import poll_embed, results_message
 from polly.engine.gateway import AllowedMentions, Gateway
@@ -72,8 +73,10 @@ class PollScheduler:
         on_results_changed: Callable[[int], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         on_closed: Callable[[int], Awaitable[None]] | None = None,
+        image_root: Path = Path(),
     ) -> None:
         self._on_closed = on_closed
+        self._image_root = image_root
         self._store = store
         self._monotonic = monotonic
         # A 429 holds the scheduler's calls to that channel until its retry-after has passed, as
@@ -181,6 +184,21 @@ class PollScheduler:
         self.stats.takeovers += 1
         await self._post(poll, token, now)
 
+    def _image_of(self, poll: PollView) -> Path | None:
+        """The poll's uploaded image under ``image_root``; ``None`` (and a warning) when it is missing."""
+        if not poll.image_path:
+            return None
+        path = (self._image_root / poll.image_path).resolve()
+        if not path.is_relative_to(self._image_root.resolve()) or not path.is_file():
+            logger.warning(
+                "poll %s: image %s not found under %s; posting its text only",
+                poll.id,
+                poll.image_path,
+                self._image_root,
+            )
+            return None
+        return path
+
     def _schedule_retry(self, poll_id: int) -> None:
         failures = self._retry_post.get(poll_id, (0.0, 0))[1] + 1
         delay = min(2.0 * 2 ** (failures - 1), self._lease.total_seconds())
@@ -199,8 +217,11 @@ class PollScheduler:
             content = f"<@&{poll.ping_role_id}> Vote now!"
             mentions = AllowedMentions(roles=(poll.ping_role_id,))
         try:
-            if poll.image_message_text:
-                await self._gateway.send_message(poll.channel_id, content=poll.image_message_text[:2000])
+            image = self._image_of(poll)
+            if poll.image_message_text or image is not None:
+                # Upstream's order: the image (with its text) first, then the poll.
+                text = poll.image_message_text[:2000] if poll.image_message_text else None
+                await self._gateway.send_message(poll.channel_id, content=text, attachment=image)
             # The message goes out bare, its id is stored, and only then come the reactions users
             # click: a vote can never arrive for a message the database does not know yet.
             posted = await self._gateway.post_poll_message(

@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from polly.caches import FailureTracker
 from polly.config import Settings
@@ -124,6 +125,7 @@ class Engine:
             on_results_changed=self.embeds.mark,
             monotonic=monotonic,
             on_closed=on_poll_changed,
+            image_root=Path(cfg.image_root),
         )
         # "Gone" runs must outlast the orphan period, so the retry window never restarts one early.
         self.gone = FailureTracker(

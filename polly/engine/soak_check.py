@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from polly.engine.gateway import (
     NO_MENTIONS,
@@ -171,10 +172,10 @@ class ReplicaGateway:
 
     async def send_message(
         self, channel_id: int, *, content: str | None = None, embed: Embed | None = None,
-        allowed_mentions: AllowedMentions = NO_MENTIONS,
+        allowed_mentions: AllowedMentions = NO_MENTIONS, attachment: Path | None = None,
     ) -> int:  # fmt: skip
         return await self._sb.send_message(
-            channel_id, content=content, embed=embed, allowed_mentions=allowed_mentions
+            channel_id, content=content, embed=embed, allowed_mentions=allowed_mentions, attachment=attachment
         )
 
     async def send_dm(self, user_id: int, *, content: str | None = None, embed: Embed | None = None) -> int:

@@ -89,6 +89,7 @@ class PollView:
     ping_role_id: int | None
     ping_role_on_close: bool
     image_message_text: str | None
+    image_path: str | None = None
 
     @property
     def removes_reactions(self) -> bool:
@@ -138,4 +139,5 @@ def poll_view(row: Any) -> PollView:
         ping_role_id=_snowflake(poll_id, "ping_role_id", row.ping_role_id, required=False),
         ping_role_on_close=bool(row.ping_role_on_close),
         image_message_text=row.image_message_text or None,
+        image_path=row.image_path or None,
     )

@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from aiohttp.test_utils import TestServer
 
 BOT_ID = 900_000_000_000_000_001
@@ -41,6 +41,7 @@ class FakeMessage:
     embeds: list[dict[str, Any]]
     # emoji route key ("👍" or "name:id") -> user ids, in insertion order
     reactions: dict[str, set[int]] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -49,6 +50,19 @@ class Seen:
     path: str
     query: dict[str, str]
     body: Any
+
+
+async def _multipart(request: web.Request) -> dict[str, Any]:
+    """A message sent with files: ``payload_json`` plus ``_files`` = [(filename, size)]."""
+    body: dict[str, Any] = {"_files": []}
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        assert isinstance(part, BodyPartReader)
+        if part.name == "payload_json":
+            body.update(json.loads(await part.text()))
+        else:
+            body["_files"].append((part.filename, len(await part.read())))
+    return body
 
 
 class FakeDiscord:
@@ -112,7 +126,9 @@ class FakeDiscord:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         body: Any = None
-        if request.can_read_body:
+        if request.content_type.startswith("multipart/"):
+            body = await _multipart(request)
+        elif request.can_read_body:
             body = await request.json()
         self.requests.append(Seen(request.method, request.path, dict(request.query), body))
         if self.delay_seconds:
@@ -198,6 +214,7 @@ class FakeDiscord:
         msg = FakeMessage(
             next(self._ids), int(request.match_info["cid"]), body.get("content"), body.get("embeds") or []
         )
+        msg.files = [name for name, _ in body.get("_files", [])]
         self.messages[msg.id] = msg
         return _json(self._message_payload(msg))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import discord
@@ -127,6 +128,16 @@ async def test_a_failed_reaction_is_reported_missing_not_raised(
     posted = await gw.post_poll_message(CHANNEL, embed=EMBED, emojis=["1️⃣", "2️⃣"])
     assert posted.missing_emojis == ("1️⃣",)
     assert list(fake.messages[posted.message_id].reactions) == ["2️⃣"]
+
+
+async def test_a_message_carries_its_file(gw: DiscordGateway, fake: FakeDiscord, tmp_path: Path) -> None:
+    image = tmp_path / "poll.png"
+    image.write_bytes(b"\x89PNG" + bytes(2000))
+    message_id = await gw.send_message(CHANNEL, content="Vote below!", attachment=image)
+    assert fake.messages[message_id].files == ["poll.png"]
+    assert fake.messages[message_id].content == "Vote below!"
+    with pytest.raises(ValueError, match="cannot be read"):
+        await gw.send_message(CHANNEL, content="x", attachment=tmp_path / "missing.png")
 
 
 async def test_default_mentions_ping_nobody(gw: DiscordGateway, fake: FakeDiscord) -> None:

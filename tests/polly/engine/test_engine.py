@@ -7,6 +7,7 @@ import logging
 import random
 from collections import Counter
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -442,3 +443,24 @@ async def test_the_message_id_is_stored_before_any_reaction_and_failed_reactions
         assert gateway.failures == 0
         # The failed reaction was completed later in the same tick, by the pass over unfinished posts.
         assert set(gateway.truth(message).reactions) == {"🇦", "🇧", "🇨"}
+
+
+async def test_a_polls_image_goes_out_first_with_its_text(sqlite_url: str, tmp_path: Path) -> None:
+    uploads = tmp_path / "static" / "uploads"
+    uploads.mkdir(parents=True)
+    (uploads / "cats.png").write_bytes(b"\x89PNG" + bytes(100))
+    async with harness(sqlite_url, image_root=str(tmp_path)) as h:
+        engine = h.engine()
+        with_image = await h.add_poll(image_path="static/uploads/cats.png", image_message_text="Cats!")
+        missing = await h.add_poll(image_path="static/uploads/gone.png", image_message_text="Dogs!")
+        escaping = await h.add_poll(image_path="../../etc/passwd")
+        await engine.scheduler.tick()
+        first, *_ = h.sandbox.message_ids()
+        truth = h.sandbox.truth(first)
+        assert (truth.content, truth.attachment) == ("Cats!", "cats.png")
+        assert first < await h.message_of(with_image)  # the image went out before the poll
+        texts = {h.sandbox.truth(m).content: h.sandbox.truth(m).attachment for m in h.sandbox.message_ids()}
+        assert texts["Dogs!"] is None  # a missing file: the text goes out alone
+        await h.message_of(missing)
+        await h.message_of(escaping)  # a path outside image_root is never read
+        assert len(h.sandbox.message_ids()) == 5

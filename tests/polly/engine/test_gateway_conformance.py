@@ -113,7 +113,7 @@ async def test_bad_input_is_refused_before_any_call(subject: Subject) -> None:
     gw = subject.gateway
     with pytest.raises(PollValidationError, match="at most 2000"):
         await gw.send_message(CHANNEL, content="x" * 2001)
-    with pytest.raises(PollValidationError, match="neither"):
+    with pytest.raises(PollValidationError, match="content, an embed or a file; got none"):
         await gw.send_message(CHANNEL)
     with pytest.raises(ValueError, match="at most 20 reactions"):
         await gw.post_poll_message(CHANNEL, embed=EMBED, emojis=[str(i) for i in range(21)])
