@@ -86,6 +86,16 @@ class Readiness:
 LoopFn = Callable[[Readiness], Awaitable[None]]
 
 
+def ready_at_once(body: Callable[[], Awaitable[object]]) -> LoopFn:
+    """A loop function for work that serves as soon as it starts: signal ready, then run ``body()``."""
+
+    async def run(ready: Readiness) -> None:
+        ready.ready()
+        await body()
+
+    return run
+
+
 @dataclass(frozen=True, slots=True)
 class LiveTask:
     """One running task: its name, kind, age (seconds on the supervisor's clock) and health."""

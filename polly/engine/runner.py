@@ -15,7 +15,6 @@ import logging
 import random
 import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib.metadata import entry_points
@@ -37,7 +36,7 @@ from polly.engine.service import Engine, set_current_engine, utcnow_naive
 from polly.errors import PollyError, SchemaError
 from polly.redis import current_redis
 from polly.redis_client import RedisClient
-from polly.supervisor import Readiness, Supervisor
+from polly.supervisor import Readiness, Supervisor, ready_at_once
 
 logger = logging.getLogger("polly")
 status_logger = logging.getLogger("polly.status")
@@ -220,8 +219,8 @@ async def _serve(
         engine.start(sup)
         connector = current_redis()
         if connector is not None:
-            sup.start_loop("redis-probe", _adapt(connector.probe_loop))
-        sup.start_loop("db-slow-checkouts", _adapt(database.watch_slow_checkouts))
+            sup.start_loop("redis-probe", ready_at_once(connector.probe_loop))
+        sup.start_loop("db-slow-checkouts", ready_at_once(database.watch_slow_checkouts))
         if isinstance(gateway, SandboxGateway) and options.voters > 0 and options.events_per_second > 0:
             voters = SandboxVoters(
                 gateway,
@@ -229,7 +228,7 @@ async def _serve(
                 events_per_second=options.events_per_second,
                 rng=random.Random(),  # noqa: S311 - simulation, not cryptography
             )
-            sup.start_loop("sandbox-voters", _adapt(voters.run))
+            sup.start_loop("sandbox-voters", ready_at_once(voters.run))
         sup.start_loop(
             "status", lambda ready: _status_loop(engine, database, cfg.status_interval_seconds, ready)
         )
@@ -256,11 +255,3 @@ async def _open_redis(settings: Settings) -> RedisClient | None:
             "redis: %s unreachable; running on fallbacks until it answers", settings.redis.effective_url()
         )
     return client
-
-
-def _adapt(fn: Callable[[], Any]) -> Callable[[Readiness], Any]:
-    async def run(ready: Readiness) -> None:
-        ready.ready()
-        await fn()
-
-    return run

@@ -114,7 +114,9 @@ class PollScheduler:
             await self._guarded(poll_id, self._open_one(poll_id, now))
         claims = await self._store.stale_claims(self._batch)
         live = {poll_id for poll_id, _ in claims}
+        # Both maps describe claimed polls only: a poll closed or taken over elsewhere leaves them.
         self._retry_post = {k: v for k, v in self._retry_post.items() if k in live}
+        self._open_failed_since = {k: v for k, v in self._open_failed_since.items() if k in live}
         for poll_id, token in claims:
             taken = claim_time(token)
             retry = self._retry_post.get(poll_id)

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -34,7 +35,7 @@ from polly.engine.reconciler import Reconciler
 from polly.engine.scheduler import PollScheduler, TransitionObserver
 from polly.engine.store import PollStore, VoteOutcome
 from polly.engine.votes import DmLimiter, EmbedUpdater, VoteProcessor
-from polly.supervisor import LoopFn, Readiness, Supervisor
+from polly.supervisor import Readiness, Supervisor, ready_at_once
 
 logger = logging.getLogger(__name__)
 
@@ -156,9 +157,9 @@ class Engine:
         supervisor.start_loop("gateway", self._run_gateway)
         self.votes.partitions(cfg.vote_workers, cfg.vote_queue_max)
         for index in range(cfg.vote_workers):
-            supervisor.start_loop(f"vote-{index}", self._worker(index))
-        supervisor.start_loop("votes", self._loop(self.votes.dispatch))
-        supervisor.start_loop("embeds", self._loop(self.embeds.run))
+            supervisor.start_loop(f"vote-{index}", ready_at_once(functools.partial(self.votes.work, index)))
+        supervisor.start_loop("votes", ready_at_once(self.votes.dispatch))
+        supervisor.start_loop("embeds", ready_at_once(self.embeds.run))
         supervisor.start_loop("scheduler", self._run_scheduler)
         supervisor.start_loop("reconciler", self._run_reconciler)
 
@@ -174,20 +175,6 @@ class Engine:
             await asyncio.gather(self.gateway.start(), signal())
         finally:
             await self.gateway.close()
-
-    def _loop(self, body: Callable[[], Awaitable[None]]) -> LoopFn:
-        async def run(ready: Readiness) -> None:
-            ready.ready()
-            await body()
-
-        return run
-
-    def _worker(self, index: int) -> LoopFn:
-        async def run(ready: Readiness) -> None:
-            ready.ready()
-            await self.votes.work(index)
-
-        return run
 
     async def _run_scheduler(self, ready: Readiness) -> None:
         await self._ready_gateway()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import itertools
 import json
@@ -42,7 +43,7 @@ from polly.engine.service import Engine, utcnow_naive
 from polly.engine.soak_check import ReplicaGateway, VoteAudit, audit_poll
 from polly.engine.views import CorruptPollError, poll_view
 from polly.errors import PollyError
-from polly.supervisor import Readiness, Supervisor
+from polly.supervisor import Readiness, Supervisor, ready_at_once
 
 logger = logging.getLogger("polly.soak")
 
@@ -296,13 +297,13 @@ async def run_soak(settings: Settings, options: SoakOptions) -> dict[str, Any]: 
     async with contextlib.AsyncExitStack() as stack:
         harness = await stack.enter_async_context(Supervisor(name="soak", registry=None))
         sups = [await stack.enter_async_context(Supervisor(name=e.replica, registry=None)) for e in engines]
-        harness.start_loop("sandbox", lambda ready: _ready_then(ready, sandbox.start()))
+        harness.start_loop("sandbox", ready_at_once(sandbox.start))
         harness.start_loop(
-            "fan-out", lambda ready: _ready_then(ready, ReplicaGateway.fan_out(sandbox, gateways))
+            "fan-out", ready_at_once(functools.partial(ReplicaGateway.fan_out, sandbox, gateways))
         )
         for engine, sup in zip(engines, sups, strict=True):
             engine.start(sup)
-        harness.start_loop("voters", lambda ready: _ready_then(ready, voters.run()))
+        harness.start_loop("voters", ready_at_once(voters.run))
         harness.start_loop("sampler", sampler)
         await asyncio.sleep(options.duration_seconds)
         voters.running = False
@@ -361,11 +362,6 @@ async def run_soak(settings: Settings, options: SoakOptions) -> dict[str, Any]: 
     (options.report_dir / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     _chart(samples, options)
     return report
-
-
-async def _ready_then(ready: Readiness, work: Any) -> None:
-    ready.ready()
-    await work
 
 
 async def _drain(engines: list[Engine], limit_seconds: float = 120.0) -> None:

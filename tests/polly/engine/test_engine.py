@@ -464,3 +464,16 @@ async def test_a_polls_image_goes_out_first_with_its_text(sqlite_url: str, tmp_p
         await h.message_of(missing)
         await h.message_of(escaping)  # a path outside image_root is never read
         assert len(h.sandbox.message_ids()) == 5
+
+
+async def test_failure_records_go_with_the_claim(sqlite_url: str) -> None:
+    async with harness(sqlite_url, faults=FaultRates(not_found=1.0)) as h:
+        engine = h.engine()
+        poll_id = await h.add_poll()
+        await engine.scheduler.tick()
+        assert poll_id in engine.scheduler._open_failed_since
+        async with h.database.async_session_scope() as session:
+            await session.execute(text("UPDATE polls SET status = 'closed' WHERE id = :id"), {"id": poll_id})
+        await engine.scheduler.tick()
+        assert engine.scheduler._open_failed_since == {}
+        assert engine.scheduler._retry_post == {}
