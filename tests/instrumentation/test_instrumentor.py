@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import asyncio
 import sys
 import types
@@ -12,6 +14,7 @@ from opentelemetry.instrumentation.polly import Options, PollyInstrumentor
 from sqlalchemy import create_engine
 
 from polly.stats import CacheStats, StatsRegistry
+from polly.telemetry_source import PollyStatsSource
 from tests.instrumentation.helpers import collect, new_provider, points
 
 
@@ -23,7 +26,10 @@ def instrumentor() -> Iterator[PollyInstrumentor]:
 
 
 def test_instrument_by_hand_and_uninstrument(
-    instrumentor: PollyInstrumentor, sqlite_url: str, stats_registry: StatsRegistry
+    instrumentor: PollyInstrumentor,
+    sqlite_url: str,
+    stats_registry: StatsRegistry,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     provider, reader = new_provider()
     engine = create_engine(sqlite_url, pool_size=1, max_overflow=0, pool_logging_name="first")
@@ -32,7 +38,7 @@ def test_instrument_by_hand_and_uninstrument(
     instrumentor.instrument(
         meter_provider=provider,
         engines=[engine],
-        registry=stats_registry,
+        sources=[PollyStatsSource(stats_registry)],
         options=Options(interval_seconds=3600),
     )
     telemetry = instrumentor.telemetry
@@ -50,10 +56,12 @@ def test_instrument_by_hand_and_uninstrument(
         n for n, m in collect(reader).items() if not hasattr(m.data.data_points[0], "bucket_counts")
     }
     assert observable == set()
-    with pytest.raises(RuntimeError, match="instrument"):
-        instrumentor.register_engine(later)
+    with caplog.at_level(logging.DEBUG, logger="opentelemetry.instrumentation.polly"):
+        assert instrumentor.register_engine(later) is None  # a no-op when not active
+        assert instrumentor.register_redis_pool(object()) is None
+    assert "register_engine ignored: the polly instrumentation is not active" in caplog.text
     # resumed on the same provider: the instruments come back to life
-    instrumentor.instrument(meter_provider=provider, registry=stats_registry)
+    instrumentor.instrument(meter_provider=provider, sources=[PollyStatsSource(stats_registry)])
     assert "polly.cache.hits" in collect(reader)
     engine.dispose()
     later.dispose()
@@ -64,7 +72,7 @@ async def test_instrument_inside_a_loop_runs_the_census_there(
     instrumentor: PollyInstrumentor, stats_registry: StatsRegistry
 ) -> None:
     provider, reader = new_provider()
-    instrumentor.instrument(meter_provider=provider, registry=stats_registry)
+    instrumentor.instrument(meter_provider=provider, sources=[PollyStatsSource(stats_registry)])
     telemetry = instrumentor.telemetry
     assert telemetry is not None
     assert telemetry._thread is None
@@ -100,7 +108,7 @@ def test_process_and_gc_left_to_system_metrics(
     instrumentor: PollyInstrumentor, monkeypatch: pytest.MonkeyPatch, stats_registry: StatsRegistry
 ) -> None:
     provider, reader = new_provider()
-    instrumentor.instrument(meter_provider=provider, registry=stats_registry)
+    instrumentor.instrument(meter_provider=provider, sources=[PollyStatsSource(stats_registry)])
     assert "process.memory.usage" in collect(reader)
     config = {
         "process.memory.usage": None,

@@ -66,7 +66,7 @@ class LeakDetector:
 
     def observe(self, result: CensusResult) -> list[tuple[str, int, int]]:
         """Add a census; return suspects as ``(name, growth over the window, current count)``."""
-        if self._clock() - self._started < self.warmup_seconds:
+        if self.warmup_seconds > 0 and self._clock() - self._started < self.warmup_seconds:
             return []
         self._history.append(result.top_counts)
         if len(self._history) < self.consecutive:
@@ -138,7 +138,7 @@ class RssGrowth:
 
     def add(self, rss_bytes: int) -> float | None:
         now = self._clock()
-        if now - self._started < self.warmup_seconds:
+        if self.warmup_seconds > 0 and now - self._started < self.warmup_seconds:
             return None
         self._samples.append((now, rss_bytes))
         while self._samples and now - self._samples[0][0] > self.window_seconds:
