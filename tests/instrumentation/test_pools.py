@@ -19,7 +19,8 @@ Provider = tuple[object, InMemoryMetricReader]
 STATE = "db.client.connection.state"
 
 
-def _counts(reader: InMemoryMetricReader, pool: str) -> tuple[int, int]:
+def _counts(reader: InMemoryMetricReader, pool: str | None) -> tuple[int, int]:
+    assert pool is not None, "the pool was not added"
     metric = collect(reader)["db.client.connection.count"]
     found = {
         dict(k)[STATE]: v
@@ -82,6 +83,7 @@ def test_postgres_pool_gauges_survive_invalidate_detach_dispose(
     try:
         _check_lifecycle(engine, telemetry, provider[1])
         name = telemetry.pools.add_engine(engine)
+        assert name is not None
         assert "@" not in name
         assert name.startswith("127.0.0.1:5432/")
         assert (
@@ -140,6 +142,7 @@ def test_redis_pool_counts(redis_url: str, telemetry: Telemetry, provider: Provi
     client = redis.Redis(connection_pool=pool)
     try:
         name = telemetry.pools.add_redis_pool(pool)
+        assert name is not None
         client.ping()
         assert _counts(provider[1], name) == (1, 0)
         conn = pool.get_connection()
