@@ -61,7 +61,8 @@ def test_the_instrumentation_wheel_needs_nothing_of_the_bot() -> None:
         "psutil",
     ]
     extras = [r for r in requires if "extra ==" in r]
-    assert extras and all("instruments" in r for r in extras)
+    assert extras
+    assert all("instruments" in r for r in extras)
     with zipfile.ZipFile(wheel("opentelemetry_instrumentation_polly")) as zf:
         names = zf.namelist()
     assert not [n for n in names if n.startswith("polly/")]

@@ -157,8 +157,8 @@ async def test_redis_pools_sync_and_asyncio(
         }
         assert maxima[name] == 3
         assert maxima[f"{name}#async"] == 4
-        assert value(metrics["db.client.connection.count"], **{POOL: f"{name}#async", "db.system.name": "redis",
-                                                                 "db.client.connection.state": "idle"}) == 1  # fmt: skip
+        idle = {POOL: f"{name}#async", "db.system.name": "redis", "db.client.connection.state": "idle"}
+        assert value(metrics["db.client.connection.count"], **idle) == 1
         assert not [n for n in maxima if "_" in n.rsplit(":", 1)[-1]], maxima  # not redis-py ids
     finally:
         await client.aclose()
