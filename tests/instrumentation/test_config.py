@@ -126,7 +126,8 @@ threads = sorted(t.name for t in threading.enumerate() if t.name == "polly-censu
 inactive = instrumentor.telemetry is None
 from sqlalchemy.engine.base import Engine
 wrapped = int(hasattr(Engine.__init__, "__wrapped__"))
-print(wrapped, len(gc.callbacks) - before, len(threads), inactive, inactive and instrumentor.register_engine(object()) is None)
+noop = inactive and instrumentor.register_engine(object()) is None
+print(wrapped, len(gc.callbacks) - before, len(threads), inactive, noop)
 """
 
 
