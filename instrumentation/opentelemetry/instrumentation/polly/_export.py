@@ -72,6 +72,7 @@ class OutageReportingExporter(MetricExporter):
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> MetricExportResult:
+        _quiet_exporter_loggers()  # exporter modules imported since (their loggers are module-level)
         local = _HOLD_BACK.local
         local.inside = True
         local.reason = None

@@ -138,6 +138,16 @@ def header_secrets(headers: dict[str, str]) -> list[str]:
     return sorted(out, key=len, reverse=True)
 
 
+def url_secrets(url: str) -> list[str]:
+    """The credentials of ``url`` (``user:password`` and the password), raw and percent-encoded."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    out = {userinfo} if userinfo else set()
+    if parts.password:
+        out.update((parts.password, quote(parts.password, safe="")))
+    return sorted((s for s in out if s), key=len, reverse=True)
+
+
 def _otlp_exporter(monitoring: Any, headers: dict[str, str]) -> MetricExporter:
     otlp = monitoring.otlp
     assert otlp.endpoint is not None
@@ -211,7 +221,9 @@ def start_telemetry(
     if otlp.endpoint:
         headers = {str(k): _secret(v) for k, v in otlp.headers.items()}
         exporter = OutageReportingExporter(
-            _otlp_exporter(monitoring, headers), redact_url(otlp.endpoint), secrets=header_secrets(headers)
+            _otlp_exporter(monitoring, headers),
+            redact_url(otlp.endpoint),
+            secrets=[*header_secrets(headers), *url_secrets(otlp.endpoint)],
         )
         readers.append(
             PeriodicExportingMetricReader(
