@@ -16,7 +16,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from sqlalchemy import create_engine, exc, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from polly.config import DatabaseSettings
+from polly.config import DatabaseSettings, SecretUrl
 from polly.db.engine import Database
 from polly.stats import StatsRegistry
 from polly.telemetry_source import PollyStatsSource
@@ -169,7 +169,7 @@ async def test_redis_pools_sync_and_asyncio(
 async def test_polly_own_pools_are_reported_once(
     postgres_url: str, discovering: Telemetry, provider: Provider, stats_registry: StatsRegistry
 ) -> None:
-    database = Database(DatabaseSettings(url=postgres_url), registry=stats_registry)
+    database = Database(DatabaseSettings(url=SecretUrl(postgres_url)), registry=stats_registry)
     try:
         with database.sync_engine.connect():
             pass
