@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import Iterator
 
@@ -28,6 +29,7 @@ POOL = "db.client.connection.pool.name"
 
 @pytest.fixture
 def discovering(provider: Provider, stats_registry: StatsRegistry) -> Iterator[Telemetry]:
+    gc.collect()  # pools earlier tests dropped are not found by the start-up scan
     tel = Telemetry(
         provider[0].get_meter(SCOPE),
         Options(leak_warmup_seconds=0, task_sample_interval_seconds=0.05),
@@ -47,6 +49,7 @@ def test_engines_made_before_and_after_discovery(
     sqlite_url: str, provider: Provider, stats_registry: StatsRegistry, tmp_path: object
 ) -> None:
     before = create_engine(sqlite_url, pool_size=2, max_overflow=1)
+    gc.collect()
     tel = Telemetry(provider[0].get_meter(SCOPE), Options(), [PollyStatsSource(stats_registry)])
     try:
         tel.discover()

@@ -39,6 +39,7 @@ def test_instrument_by_hand_and_uninstrument(
         engines=[engine],
         sources=[PollyStatsSource(stats_registry)],
         options=Options(interval_seconds=3600),
+        discover=False,  # only what is passed and registered
     )
     telemetry = instrumentor.telemetry
     assert telemetry is not None
