@@ -21,20 +21,25 @@ MAX_SUSPECTS_LOGGED = 10
 #: Growth over the window (objects) below which a steadily growing class is not worth a warning,
 #: whatever its relative growth: interpreter bookkeeping grows by a handful of objects per census.
 MIN_SUSPECT_GROWTH = 100
+#: Censuses before the K of a window (as a multiple of K) whose peak a suspect must exceed.
+LOOKBACK = 3
 
 
 class LeakDetector:
-    """Classes whose count grew in each of the last ``consecutive`` censuses, by enough.
+    """Classes whose count grew in each of the last ``consecutive`` censuses, by enough, to a new high.
 
     With ``consecutive = K`` a class is a suspect when its counts over the last K censuses are
-    strictly increasing (K - 1 growths) and it gained, over those K censuses, at least
-    ``min_growth_percent`` % of its own count at the first of them and at least ``min_growth``
-    objects. So a class growing 1 % per census is flagged at the K-th census (K >= 3 with the 1 %
-    default), while a big class drifting by a few objects, or a small one filling up, is not.
+    strictly increasing (K - 1 growths) and its count now is above both the first of them and the
+    highest count seen in the ``LOOKBACK`` x K censuses before them by at least
+    ``min_growth_percent`` % of its own count and at least ``min_growth`` objects. So a class growing
+    1 % per census is flagged at the K-th census (K >= 3 with the 1 % default), while a big class
+    drifting by a few objects, or a sawtooth (weak references that pile up between periodic
+    clean-ups and fall back: it never passes its old peak), is not.
 
-    Censuses finished less than ``warmup_seconds`` after the detector was created are not used at
-    all (start-up fills caches, imports modules and builds pools: growth there is not a leak), so
-    the first warning can come K censuses after the warm-up. Only the most numerous classes of each
+    Nothing is reported for censuses finished less than ``warmup_seconds`` after the detector was
+    created (start-up fills caches, imports modules and builds pools: growth there is not a leak);
+    the K censuses of a window all come after it, and the warm-up's censuses still count for the
+    peaks, so a sawtooth is known by the time reporting starts. Only the most numerous classes of each
     census are tracked (``CensusResult.top_counts``), so memory is bounded by K times that size.
     """
 
@@ -56,32 +61,36 @@ class LeakDetector:
         self.warmup_seconds = warmup_seconds
         self._clock = clock
         self._started = clock()
-        self._history: deque[dict[str, int]] = deque(maxlen=consecutive)
+        self._history: deque[dict[str, int]] = deque(maxlen=consecutive * (LOOKBACK + 1))
+        self._after_warmup = 0
         self.warnings = 0
 
     def reset(self) -> None:
         """Forget the history and start the warm-up again (a forked child)."""
         self._history.clear()
+        self._after_warmup = 0
         self._started = self._clock()
 
     def observe(self, result: CensusResult) -> list[tuple[str, int, int]]:
         """Add a census; return suspects as ``(name, growth over the window, current count)``."""
+        self._history.append(result.top_counts)  # warm-up censuses count for the peaks, not as windows
         if self.warmup_seconds > 0 and self._clock() - self._started < self.warmup_seconds:
             return []
-        self._history.append(result.top_counts)
-        if len(self._history) < self.consecutive:
+        self._after_warmup += 1
+        if self._after_warmup < self.consecutive:
             return []
-        snapshots = list(self._history)
+        history = list(self._history)
+        snapshots, before = history[-self.consecutive :], history[: -self.consecutive]
         suspects: list[tuple[str, int, int]] = []
         for name, last in snapshots[-1].items():
             series = [snap.get(name, -1) for snap in snapshots]
             first = series[0]
-            growth = last - first
-            enough = (
-                first >= 0 and growth >= self.min_growth and growth * 100 >= self.min_growth_percent * first
-            )
-            if enough and all(a < b for a, b in pairwise(series)):
-                suspects.append((name, growth, last))
+            if first < 0 or not all(a < b for a, b in pairwise(series)):
+                continue
+            peak = max([first, *(snap.get(name, -1) for snap in before)])
+            above = last - peak
+            if above >= self.min_growth and above * 100 >= self.min_growth_percent * first:
+                suspects.append((name, last - first, last))
         suspects.sort(key=lambda s: s[1], reverse=True)
         if suspects:
             self.warnings += 1
