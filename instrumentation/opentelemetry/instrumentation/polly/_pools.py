@@ -165,6 +165,7 @@ class PoolSignals:
                 return None
             source = EngineSource(sync, final)
             self._sources.append(source)
+            self._by_pool.pop(sync.pool, None)  # a checkout seen before it was added: look it up again
             self._cache = None
         self._listen_engine(source)
         return source.name
