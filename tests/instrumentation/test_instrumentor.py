@@ -129,3 +129,15 @@ def test_process_and_gc_left_to_system_metrics(
 
 def test_instrumentor_dependencies_are_empty() -> None:
     assert tuple(PollyInstrumentor().instrumentation_dependencies()) == ()
+
+
+def test_the_meter_carries_the_schema_url(instrumentor: PollyInstrumentor) -> None:
+    provider, reader = new_provider()
+    instrumentor.instrument(meter_provider=provider, sources=[], discover=False)
+    data = reader.get_metrics_data()
+    assert data is not None
+    scopes = [sm.scope for rm in data.resource_metrics for sm in rm.scope_metrics]
+    ours = [s for s in scopes if s.name == "opentelemetry.instrumentation.polly"]
+    assert ours
+    assert ours[0].schema_url == "https://opentelemetry.io/schemas/1.37.0"
+    provider.shutdown()
