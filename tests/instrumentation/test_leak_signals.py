@@ -110,6 +110,16 @@ def test_rss_start_up_slope_is_no_warning(caplog: pytest.LogCaptureFixture) -> N
     assert rss.rate == 0
 
 
+def test_rss_noise_extrapolated_from_minutes_is_no_warning(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    rss = RssGrowth(120, 10.0, lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        for i, t in enumerate(range(0, 300, 10)):  # 85 MB, an arena of 0.3 MB now and then
+            now[0] = float(t)
+            rss.add(85_000_000 + (300_000 if i % 4 == 3 else 0) + (i // 10) * 100_000)
+    assert caplog.text == ""
+
+
 def test_rss_growth_is_measured_over_the_time_held(caplog: pytest.LogCaptureFixture) -> None:
     now = [0.0]
     rss = RssGrowth(3600, 10.0, lambda: now[0])

@@ -21,6 +21,9 @@ MAX_SUSPECTS_LOGGED = 10
 #: Growth over the window (objects) below which a steadily growing class is not worth a warning,
 #: whatever its relative growth: interpreter bookkeeping grows by a handful of objects per census.
 MIN_SUSPECT_GROWTH = 100
+#: RSS growth over the samples held, % of the oldest, below which no rate is alarming: allocator
+#: arenas move RSS by a megabyte or so, which extrapolated from minutes looks like tens of %/hour.
+MIN_RSS_GROWTH_PERCENT = 2.0
 #: Censuses before the K of a window (as a multiple of K) whose peak a suspect must exceed.
 LOOKBACK = 3
 
@@ -114,8 +117,9 @@ class RssGrowth:
     Samples older than ``window_seconds`` are dropped (at most ``max_samples`` kept). The rate is
     ``(newest - oldest) / elapsed`` over the samples actually held, and is ``None`` until they span
     a tenth of the window. The warning (``warn_percent_per_hour`` > 0) needs a quarter of the window
-    of history, and fires when that growth, as a percentage of the oldest sample per hour of
-    elapsed time, exceeds the threshold; it is logged once, and again only after the rate has fallen
+    of history and a growth of at least ``MIN_RSS_GROWTH_PERCENT`` % over it, and fires when that
+    growth, as a percentage of the oldest sample per hour of elapsed time, exceeds the threshold;
+    it is logged once, and again only after the rate has fallen
     back below the threshold. The line names the elapsed time it was measured over.
     """
 
@@ -166,7 +170,8 @@ class RssGrowth:
         if self.warn_percent_per_hour <= 0 or self.rate is None or base <= 0:
             return
         percent_per_hour = self.rate * 3600 / base * 100
-        if percent_per_hour > self.warn_percent_per_hour:
+        grown_percent = self.rate * elapsed / base * 100
+        if percent_per_hour > self.warn_percent_per_hour and grown_percent >= MIN_RSS_GROWTH_PERCENT:
             if not self._warned:
                 self._warned = True
                 self.warnings += 1
