@@ -31,11 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "instrumentation
 
 import objgraph
 from opentelemetry.instrumentation.polly._census import TypeNameBudget, census_steps
-from opentelemetry.instrumentation.polly._core import Options, Telemetry
+from opentelemetry.instrumentation.polly._config import Options
+from opentelemetry.instrumentation.polly._core import Telemetry
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
-from polly.stats import StatsRegistry
 
 
 class Vote:
@@ -159,7 +158,7 @@ def peak_memory() -> tuple[int, int]:
 def whole_instrumentation(interval: float = 60.0) -> tuple[float, float, float]:
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
-    telemetry = Telemetry(provider.get_meter("bench"), Options(), StatsRegistry())
+    telemetry = Telemetry(provider.get_meter("bench"), Options())
     try:
         census_cpu = cpu(telemetry.census.census_now, repeat=2)
         hooks_cpu = cpu(telemetry.census._run_hooks, repeat=3)  # noqa: SLF001 - the hooks alone

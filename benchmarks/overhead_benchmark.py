@@ -24,11 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "instrumentation
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from census_benchmark import build_heap
-from opentelemetry.instrumentation.polly._core import Options, Telemetry
+from opentelemetry.instrumentation.polly._config import Options
+from opentelemetry.instrumentation.polly._core import Telemetry
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
-from polly.stats import StatsRegistry
 
 
 async def window(seconds: float, reader: InMemoryMetricReader | None, collect_every: float) -> float:
@@ -52,7 +51,7 @@ async def run(objects: int, minutes: float) -> None:
     anchor = await window(seconds, None, 60.0)
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
-    telemetry = Telemetry(provider.get_meter("bench"), Options(), StatsRegistry())
+    telemetry = Telemetry(provider.get_meter("bench"), Options())
     telemetry.start(asyncio.get_running_loop())
     try:
         instrumented = await window(seconds, reader, 60.0)

@@ -29,6 +29,17 @@ def test_polly_never_imports_opentelemetry() -> None:
     assert offenders == []
 
 
+def test_instrumentation_never_imports_polly() -> None:
+    """The instrumentation is its own distribution: polly reaches it only through the seam."""
+    offenders = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in sorted((ROOT / "instrumentation").rglob("*.py"))
+        for name in _imports(path)
+        if name == "polly" or name.startswith("polly.")
+    ]
+    assert offenders == []
+
+
 def test_namespace_folders_have_no_init() -> None:
     for folder in ("instrumentation/opentelemetry", "instrumentation/opentelemetry/instrumentation"):
         assert (ROOT / folder).is_dir()

@@ -42,6 +42,7 @@ VOCABULARY: dict[str, Sequence[str | int]] = {
     "polly.gc.object.type": ("builtins.dict", "polly.db.models.Vote", "other"),
     "polly.task.name": ("scheduler", "reconciler"),
     "polly.cache.name": ("failure_tracker", "redis.fallback"),
+    "polly.redis.breaker.state": ("closed", "half_open", "open"),
 }
 
 
@@ -62,8 +63,10 @@ def _observer(spec: MetricSpec, start: float) -> Callable[[CallbackOptions], Ite
         for i, attrs in enumerate(sets):
             if spec.kind == "counter":
                 value: float = (i + 1) * (1.0 + elapsed)
+            elif spec.unit == "{state}":  # a state set: 1 for the current state (the first), 0 else
+                value = 1.0 if i % len(VOCABULARY["polly.redis.breaker.state"]) == 0 else 0.0
             elif spec.unit == "1":
-                value = 0.0  # a state code (e.g. the breaker: 0 closed)
+                value = 0.25  # a utilization
             else:
                 value = (i + 1) * (100.0 + 10.0 * math.sin(elapsed / 5.0)) + elapsed
             yield Observation(value, attrs)

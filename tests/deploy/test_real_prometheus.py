@@ -10,7 +10,7 @@ The metrics come from a process serving them through the OpenTelemetry SDK's Pro
 Prometheus scrapes every second and loads deploy/'s rule file. The test then asserts that every
 rule evaluates without error, that every vector selector of every alert returns series, and that
 every dashboard panel query (with Grafana's variables expanded) returns data, so no panel is empty
-by construction. polly's own endpoint names unit-``1`` gauges without the collector's ``_ratio``; a
+by construction. The SDK's endpoint names unit-``1`` gauges without the collector's ``_ratio``; a
 metric relabelling in the test's scrape config applies the collector's name, as the commented
 direct-scrape job in deploy/prometheus/prometheus.yml describes.
 """
@@ -80,6 +80,7 @@ def _source_command(
             "POLLY_GENERAL__MONITORING__PROMETHEUS__PORT": str(port),
             "POLLY_GENERAL__MONITORING__MEMORY_PROFILING__INTERVAL_SECONDS": "10",
             "POLLY_GENERAL__MONITORING__LEAK_DETECTION__RSS_WINDOW_SECONDS": "60",
+            "OTEL_PYTHON_POLLY_LEAK_WARMUP": "0",  # the RSS growth rate right away
             "POLLY_DATABASE__URL": f"sqlite:///{tmp_path}/polly.db",
             # Redis on, so the breaker's series exist (the sandbox's default is no Redis).
             "POLLY_REDIS__ENABLED": "true",

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from opentelemetry.instrumentation.polly._core import Options, Telemetry
+from opentelemetry.instrumentation.polly._config import Options
+from opentelemetry.instrumentation.polly._core import Telemetry
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from polly.stats import StatsRegistry
+from polly.telemetry_source import PollyStatsSource
 from tests.instrumentation.helpers import SCOPE, new_provider
 
 
@@ -30,6 +32,10 @@ def telemetry(
     provider: tuple[MeterProvider, InMemoryMetricReader], stats_registry: StatsRegistry
 ) -> Iterator[Telemetry]:
     """A session that is not scheduled anywhere: tests drive the census and hooks themselves."""
-    tel = Telemetry(provider[0].get_meter(SCOPE), Options(top_n_classes=5, max_type_names=20), stats_registry)
+    tel = Telemetry(
+        provider[0].get_meter(SCOPE),
+        Options(top_n_classes=5, max_type_names=20, leak_warmup_seconds=0),
+        [PollyStatsSource(stats_registry)],
+    )
     yield tel
     tel.stop()

@@ -88,7 +88,7 @@ def test_leak_suspects_grew_in_each_of_the_last_k(caplog: pytest.LogCaptureFixtu
     with caplog.at_level(logging.WARNING, logger="opentelemetry.instrumentation.polly"):
         suspects = detector.observe(_result({"a.Leak": 35, "b.Flat": 5, "c.Wobbly": 6}))
     assert suspects == [("a.Leak", 25, 35)]
-    assert "a.Leak +25 (now 35)" in caplog.text
+    assert "a.Leak +25 (+250.0%, now 35)" in caplog.text
     assert "b.Flat" not in caplog.text
 
 

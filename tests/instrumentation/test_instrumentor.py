@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import types
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from opentelemetry.instrumentation.polly import Options, PollyInstrumentor
 from sqlalchemy import create_engine
 
 from polly.stats import CacheStats, StatsRegistry
+from polly.telemetry_source import PollyStatsSource
 from tests.instrumentation.helpers import collect, new_provider, points
 
 
@@ -23,7 +25,10 @@ def instrumentor() -> Iterator[PollyInstrumentor]:
 
 
 def test_instrument_by_hand_and_uninstrument(
-    instrumentor: PollyInstrumentor, sqlite_url: str, stats_registry: StatsRegistry
+    instrumentor: PollyInstrumentor,
+    sqlite_url: str,
+    stats_registry: StatsRegistry,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     provider, reader = new_provider()
     engine = create_engine(sqlite_url, pool_size=1, max_overflow=0, pool_logging_name="first")
@@ -32,8 +37,9 @@ def test_instrument_by_hand_and_uninstrument(
     instrumentor.instrument(
         meter_provider=provider,
         engines=[engine],
-        registry=stats_registry,
+        sources=[PollyStatsSource(stats_registry)],
         options=Options(interval_seconds=3600),
+        discover=False,  # only what is passed and registered
     )
     telemetry = instrumentor.telemetry
     assert telemetry is not None
@@ -50,10 +56,12 @@ def test_instrument_by_hand_and_uninstrument(
         n for n, m in collect(reader).items() if not hasattr(m.data.data_points[0], "bucket_counts")
     }
     assert observable == set()
-    with pytest.raises(RuntimeError, match="instrument"):
-        instrumentor.register_engine(later)
+    with caplog.at_level(logging.DEBUG, logger="opentelemetry.instrumentation.polly"):
+        assert instrumentor.register_engine(later) is None  # a no-op when not active
+        assert instrumentor.register_redis_pool(object()) is None
+    assert "register_engine ignored: the polly instrumentation is not active" in caplog.text
     # resumed on the same provider: the instruments come back to life
-    instrumentor.instrument(meter_provider=provider, registry=stats_registry)
+    instrumentor.instrument(meter_provider=provider, sources=[PollyStatsSource(stats_registry)])
     assert "polly.cache.hits" in collect(reader)
     engine.dispose()
     later.dispose()
@@ -64,7 +72,7 @@ async def test_instrument_inside_a_loop_runs_the_census_there(
     instrumentor: PollyInstrumentor, stats_registry: StatsRegistry
 ) -> None:
     provider, reader = new_provider()
-    instrumentor.instrument(meter_provider=provider, registry=stats_registry)
+    instrumentor.instrument(meter_provider=provider, sources=[PollyStatsSource(stats_registry)])
     telemetry = instrumentor.telemetry
     assert telemetry is not None
     assert telemetry._thread is None
@@ -100,7 +108,7 @@ def test_process_and_gc_left_to_system_metrics(
     instrumentor: PollyInstrumentor, monkeypatch: pytest.MonkeyPatch, stats_registry: StatsRegistry
 ) -> None:
     provider, reader = new_provider()
-    instrumentor.instrument(meter_provider=provider, registry=stats_registry)
+    instrumentor.instrument(meter_provider=provider, sources=[PollyStatsSource(stats_registry)])
     assert "process.memory.usage" in collect(reader)
     config = {
         "process.memory.usage": None,
@@ -121,3 +129,15 @@ def test_process_and_gc_left_to_system_metrics(
 
 def test_instrumentor_dependencies_are_empty() -> None:
     assert tuple(PollyInstrumentor().instrumentation_dependencies()) == ()
+
+
+def test_the_meter_carries_the_schema_url(instrumentor: PollyInstrumentor) -> None:
+    provider, reader = new_provider()
+    instrumentor.instrument(meter_provider=provider, sources=[], discover=False)
+    data = reader.get_metrics_data()
+    assert data is not None
+    scopes = [sm.scope for rm in data.resource_metrics for sm in rm.scope_metrics]
+    ours = [s for s in scopes if s.name == "opentelemetry.instrumentation.polly"]
+    assert ours
+    assert ours[0].schema_url == "https://opentelemetry.io/schemas/1.37.0"
+    provider.shutdown()

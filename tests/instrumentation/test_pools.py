@@ -19,7 +19,8 @@ Provider = tuple[object, InMemoryMetricReader]
 STATE = "db.client.connection.state"
 
 
-def _counts(reader: InMemoryMetricReader, pool: str) -> tuple[int, int]:
+def _counts(reader: InMemoryMetricReader, pool: str | None) -> tuple[int, int]:
+    assert pool is not None, "the pool was not added"
     metric = collect(reader)["db.client.connection.count"]
     found = {
         dict(k)[STATE]: v
@@ -82,6 +83,7 @@ def test_postgres_pool_gauges_survive_invalidate_detach_dispose(
     try:
         _check_lifecycle(engine, telemetry, provider[1])
         name = telemetry.pools.add_engine(engine)
+        assert name is not None
         assert "@" not in name
         assert name.startswith("127.0.0.1:5432/")
         assert (
@@ -121,14 +123,15 @@ def test_duplicate_names_are_emitted_once(
     engine = create_engine(sqlite_url, pool_size=2, max_overflow=0, pool_logging_name="main")
     other = create_engine(sqlite_url, pool_size=2, max_overflow=0, pool_logging_name="main")
     stats_registry.register("db_pool", "main", lambda: PoolStats("main", "sqlite", 9, 9, 4, 5, 0, 0, 0))
-    with caplog.at_level(logging.WARNING):
-        telemetry.pools.add_engine(engine)
-        telemetry.pools.add_engine(engine)  # the same engine again: silently ignored
-        telemetry.pools.add_engine(other)
-    assert "registered already" in caplog.text
+    with caplog.at_level(logging.INFO):
+        assert telemetry.pools.add_engine(engine) == "main"
+        assert telemetry.pools.add_engine(engine) == "main"  # the same engine again: nothing new
+        assert telemetry.pools.add_engine(other) == "main#2"  # a second pool keeps names unique
+        _counts(provider[1], "main")
+    assert "reported by two sources" in caplog.text
     assert _counts(provider[1], "main") == (5, 4)  # polly's registry wins
     metric = collect(provider[1])["db.client.connection.count"]
-    assert len(points(metric)) == 2
+    assert len(points(metric)) == 4  # main (the registry's) and main#2
     engine.dispose()
     other.dispose()
 
@@ -139,6 +142,7 @@ def test_redis_pool_counts(redis_url: str, telemetry: Telemetry, provider: Provi
     client = redis.Redis(connection_pool=pool)
     try:
         name = telemetry.pools.add_redis_pool(pool)
+        assert name is not None
         client.ping()
         assert _counts(provider[1], name) == (1, 0)
         conn = pool.get_connection()

@@ -43,6 +43,7 @@ def test_sandbox_exports_every_documented_metric_over_otlp(tmp_path: Path, redis
         "POLLY_GENERAL__MONITORING__MEMORY_PROFILING__TOP_N_CLASSES": "5",
         "POLLY_ENGINE__EMBED_UPDATE_INTERVAL_SECONDS": "1",
         "POLLY_GENERAL__MONITORING__LEAK_DETECTION__RSS_WINDOW_SECONDS": "60",
+        "OTEL_PYTHON_POLLY_LEAK_WARMUP": "0",
     }
     try:
         command = [sys.executable, "-m", "polly.cli", "run", "--sandbox", "--duration", "28"]

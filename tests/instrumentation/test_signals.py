@@ -109,8 +109,8 @@ async def test_tasks_sampled_from_any_asyncio_loop(telemetry: Telemetry, provide
 
     loop = asyncio.get_running_loop()
     workers = [loop.create_task(worker()) for _ in range(3)]
-    telemetry.tasks.loop = loop
-    telemetry.tasks.sample_loop()
+    telemetry.tasks.watch(loop)
+    await asyncio.sleep(0)  # the first sample runs on the loop, soon after watch()
     metrics = collect(provider[1])
     counts = metrics["polly.task.count"]
     assert counts.unit == "{task}"
@@ -163,7 +163,12 @@ def test_caches_and_breaker(telemetry: Telemetry, provider: Provider, stats_regi
     assert value(metrics["polly.cache.evictions"], **c) == 8
     assert value(metrics["polly.cache.entry.count"], **{"polly.cache.name": "redis.fallback"}) == 10
     pool = {"db.client.connection.pool.name": "127.0.0.1:6379/0"}
-    assert value(metrics["polly.redis.breaker.state"], **pool) == 2
+    state = metrics["polly.redis.breaker.state"]
+    assert state.unit == "{state}"
+    assert value(state, **pool, **{"polly.redis.breaker.state": "open"}) == 1
+    assert value(state, **pool, **{"polly.redis.breaker.state": "closed"}) == 0
+    assert value(state, **pool, **{"polly.redis.breaker.state": "half_open"}) == 0
+    assert len(points(state)) == 3  # one series per state
     assert value(metrics["polly.redis.breaker.openings"], **pool) == 5
     assert metrics["polly.cache.entry.count"].unit == "{entry}"
 

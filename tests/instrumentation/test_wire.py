@@ -18,6 +18,7 @@ from opentelemetry.instrumentation.polly.setup import TelemetryHandle, start_tel
 
 from polly.config import GeneralSettings, MonitoringSettings, OtlpSettings, Settings
 from polly.stats import CacheStats, PoolStats, StatsRegistry
+from polly.telemetry_source import PollyStatsSource
 from tests.instrumentation.receivers import GrpcReceiver, HttpReceiver, Received, free_port
 
 LOGGER = "opentelemetry.instrumentation.polly"
@@ -73,7 +74,9 @@ def _attrs(point: Any) -> dict[str, Any]:
 def _start(receiver: GrpcReceiver | HttpReceiver, stats: StatsRegistry) -> TelemetryHandle:
     stats.register("cache", "votes", lambda: CacheStats("votes", 1, 10, 2, 3, 4, 5))
     stats.register("db_pool", "main", lambda: PoolStats("db:5432/polly", "postgresql", 15, 5, 1, 4, 0, 0, 0))
-    handle = start_telemetry(_settings(receiver.endpoint, _protocol(receiver)), stats=stats)
+    handle = start_telemetry(
+        _settings(receiver.endpoint, _protocol(receiver)), sources=[PollyStatsSource(stats)]
+    )
     handle.census_now()
     return handle
 
@@ -151,7 +154,7 @@ def test_outage_is_reported_once_memory_stays_bounded_and_export_resumes(
 
 
 def test_no_endpoint_exports_nothing(stats_registry: StatsRegistry) -> None:
-    handle = start_telemetry(Settings(), stats=stats_registry)
+    handle = start_telemetry(Settings(), sources=[PollyStatsSource(stats_registry)])
     try:
         assert handle.exporter is None
         assert handle.enabled
@@ -162,7 +165,9 @@ def test_no_endpoint_exports_nothing(stats_registry: StatsRegistry) -> None:
 
 def test_disabled_monitoring_is_a_no_op(stats_registry: StatsRegistry) -> None:
     monitoring = MonitoringSettings(enabled=False)
-    handle = start_telemetry(Settings(general=GeneralSettings(monitoring=monitoring)), stats=stats_registry)
+    handle = start_telemetry(
+        Settings(general=GeneralSettings(monitoring=monitoring)), sources=[PollyStatsSource(stats_registry)]
+    )
     assert not handle.enabled
     assert handle.census_now() is None
     handle.shutdown()
@@ -175,7 +180,9 @@ def test_prometheus_scrape_endpoint_on_loopback(stats_registry: StatsRegistry) -
 
     port = free_port()
     monitoring = MonitoringSettings(prometheus=PrometheusSettings(enabled=True, port=port))
-    handle = start_telemetry(Settings(general=GeneralSettings(monitoring=monitoring)), stats=stats_registry)
+    handle = start_telemetry(
+        Settings(general=GeneralSettings(monitoring=monitoring)), sources=[PollyStatsSource(stats_registry)]
+    )
     try:
         handle.census_now()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:

@@ -47,6 +47,8 @@ class CensusRunner:
         max_type_names: int,
         consecutive_snapshots: int,
         log_snapshots: bool,
+        min_growth_percent: float = 1.0,
+        warmup_seconds: float = 0.0,
         chunk_size: int = 50_000,
         sample_size: int = 10_000,
     ) -> None:
@@ -59,7 +61,9 @@ class CensusRunner:
                 max_type_names,
                 self.budget.max_names,
             )
-        self.leaks = LeakDetector(consecutive_snapshots)
+        self.leaks = LeakDetector(
+            consecutive_snapshots, min_growth_percent=min_growth_percent, warmup_seconds=warmup_seconds
+        )
         self.log_snapshots = log_snapshots
         self.chunk_size = chunk_size
         self.sample_size = sample_size
@@ -101,6 +105,12 @@ class CensusRunner:
         return [Observation(row.size_bytes, {TYPE_ATTR: row.name}) for row in result.rows]
 
     # --- running ----------------------------------------------------------------------------------
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's census is not this process's; start over."""
+        self.latest = None
+        self.censuses = 0
+        self.leaks.reset()
 
     def _steps(self) -> Generator[CensusResult | None, None, None]:
         return census_steps(self.budget, self.top_n, chunk_size=self.chunk_size, sample_size=self.sample_size)

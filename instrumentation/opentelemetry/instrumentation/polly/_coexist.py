@@ -18,6 +18,8 @@ SYSTEM_METRICS_KEYS = {
     "process.memory.usage": "process.memory.usage",
     "process.memory.virtual": "process.memory.virtual",
     "process.cpu.time": "process.cpu.time",
+    "process.cpu.utilization": "process.cpu.utilization",
+    "process.uptime": "process.uptime",
     "process.thread.count": "process.thread.count",
     "process.unix.file_descriptor.count": "process.open_file_descriptor.count",
     "process.context_switches": "process.context_switches",

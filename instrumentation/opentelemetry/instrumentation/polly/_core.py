@@ -1,69 +1,52 @@
 """One instrumentation session: every signal on one Meter, and where the census runs.
 
 :class:`Telemetry` is what :class:`PollyInstrumentor` and ``setup.start_telemetry`` build. The
-loop-side work (census, RSS sampling, asyncio task sampling, gc pause draining) runs in
+loop-side work (census, RSS sampling, gc pause draining) runs in
 :meth:`Telemetry.run`, scheduled by :meth:`start` on the given event loop, or on a daemon thread
-when there is none. :meth:`stop` silences every callback (the SDK cannot delete instruments) and
-ends the loop-side work.
+when there is none; asyncio tasks are counted on each known loop (``_tasks``). :meth:`stop`
+silences every callback (the SDK cannot delete instruments) and ends the loop-side work. Sessions
+made :func:`fork_aware` restart in forked children (``os.register_at_fork``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+import weakref
+from collections.abc import Sequence
+from typing import Any, cast
 
+from opentelemetry.instrumentation.polly import _discovery, _tasks
 from opentelemetry.instrumentation.polly._caches import CacheSignals
 from opentelemetry.instrumentation.polly._census_runner import CensusRunner
+from opentelemetry.instrumentation.polly._config import Options
+from opentelemetry.instrumentation.polly._filter import FilteredMeter
 from opentelemetry.instrumentation.polly._gc import GcSignals
 from opentelemetry.instrumentation.polly._leaks import RssGrowth
 from opentelemetry.instrumentation.polly._pools import PoolSignals
 from opentelemetry.instrumentation.polly._process import ProcessSignals
 from opentelemetry.instrumentation.polly._tasks import TaskSignals
+from opentelemetry.instrumentation.polly.seam import StatsSource
 from opentelemetry.metrics import Meter
 
-from polly.stats import StatsRegistry
-
 logger = logging.getLogger("opentelemetry.instrumentation.polly")
-
-
-@dataclass(frozen=True, slots=True)
-class Options:
-    """Tuning of one session; the defaults are polly's settings defaults."""
-
-    interval_seconds: float = 60.0
-    top_n_classes: int = 50
-    max_type_names: int = 200
-    consecutive_snapshots: int = 3
-    rss_window_seconds: float = 3600.0
-    rss_growth_warn_percent_per_hour: float = 10.0
-    log_snapshots: bool = False
-
-    @classmethod
-    def from_monitoring(cls, monitoring: Any) -> Options:
-        """From ``polly.config.MonitoringSettings``."""
-        profiling = monitoring.memory_profiling
-        leaks = monitoring.leak_detection
-        return cls(
-            interval_seconds=float(profiling.interval_seconds),
-            top_n_classes=profiling.top_n_classes,
-            max_type_names=leaks.max_type_names,
-            consecutive_snapshots=leaks.consecutive_snapshots,
-            rss_window_seconds=float(leaks.rss_window_seconds),
-            rss_growth_warn_percent_per_hour=leaks.rss_growth_warn_percent_per_hour,
-            log_snapshots=profiling.enabled,
-        )
 
 
 class Telemetry:
     """All signals of one session."""
 
-    def __init__(self, meter: Meter, options: Options, registry: StatsRegistry) -> None:
+    def __init__(self, meter: Meter, options: Options, sources: Sequence[StatsSource] = ()) -> None:
         self.options = options
-        rss = RssGrowth(options.rss_window_seconds, options.rss_growth_warn_percent_per_hour, time.monotonic)
+        meter = cast("Meter", FilteredMeter(meter, options.excludes))
+        rss = RssGrowth(
+            options.rss_window_seconds,
+            options.rss_growth_warn_percent_per_hour,
+            time.monotonic,
+            warmup_seconds=options.leak_warmup_seconds,
+        )
         self.process = ProcessSignals(meter, rss)
         self.gc = GcSignals(meter)
         self.census = CensusRunner(
@@ -73,22 +56,25 @@ class Telemetry:
             max_type_names=options.max_type_names,
             consecutive_snapshots=options.consecutive_snapshots,
             log_snapshots=options.log_snapshots,
+            min_growth_percent=options.leak_min_growth_percent,
+            warmup_seconds=options.leak_warmup_seconds,
         )
-        self.pools = PoolSignals(meter, registry)
-        self.tasks = TaskSignals(meter, registry)
-        self.caches = CacheSignals(meter, registry)
-        self.census.hooks.extend([self.process.sample_rss, self.gc.drain, self.tasks.sample_loop])
+        self.pools = PoolSignals(meter, sources)
+        self.tasks = TaskSignals(meter, sources, options.task_sample_interval_seconds)
+        self.caches = CacheSignals(meter, sources, self.pools.redis_name)
+        self.census.hooks.extend([self.process.sample_rss, self.gc.drain])
         self.loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.stopped = False
+        self.discovering = False
 
     async def run(self) -> None:
         """The loop-side work until cancelled or :meth:`stop`; for an owner that runs it itself."""
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
-            self.tasks.loop = self.loop
+        self.tasks.watch(self.loop)
         await self.census.run()
 
     def start(self, loop: asyncio.AbstractEventLoop | None, *, thread_fallback: bool = True) -> None:
@@ -99,12 +85,15 @@ class Telemetry:
         if loop is None:
             if not thread_fallback:
                 return
-            self._thread = threading.Thread(
-                target=self.census.run_blocking, args=(self._stop,), name="polly-census", daemon=True
-            )
-            self._thread.start()
+            self._start_thread()
             return
         self.attach_loop(loop)
+
+    def _start_thread(self) -> None:
+        self._thread = threading.Thread(
+            target=self.census.run_blocking, args=(self._stop,), name="polly-census", daemon=True
+        )
+        self._thread.start()
 
     def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Move the loop-side work to ``loop`` (ending the thread variant if it runs)."""
@@ -114,7 +103,6 @@ class Telemetry:
             self._thread = None
             self._stop = threading.Event()
         self.loop = loop
-        self.tasks.loop = loop
 
         def create() -> None:
             if not self.stopped:
@@ -131,6 +119,8 @@ class Telemetry:
             signal.active = True
         self.gc.open()
         self.pools.open()
+        if self.discovering:
+            self.discover()
         self._stop = threading.Event()
         self._task = None
         self.start(loop, thread_fallback=thread_fallback)
@@ -144,12 +134,53 @@ class Telemetry:
             signal.active = False
         self.gc.close()
         self.pools.close()
+        _discovery.remove_sink(self.pools)
+        _tasks.unwatch_all_loops(self.tasks)
         self._stop.set()
         task, loop = self._task, self.loop
         if task is not None and loop is not None and not loop.is_closed():
             _call_on(loop, task.cancel)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
+
+    def discover(self) -> None:
+        """Report every SQLAlchemy engine, redis-py pool and asyncio loop, now and later (zero-code)."""
+        self.discovering = True
+        _discovery.add_sink(self.pools)
+        _tasks.watch_all_loops(self.tasks)
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: read this process, forget the parent's samples, restart the census thread.
+
+        Threads do not survive ``fork()``; the child's census thread is started again if the parent
+        ran one (a loop-driven census continues if the child runs the loop).
+        """
+        self.process.after_fork()
+        self.gc.after_fork()
+        self.census.after_fork()
+        if self._thread is not None and not self.stopped:
+            self._stop = threading.Event()
+            self._start_thread()
+
+
+_FORK_AWARE: weakref.WeakSet[Telemetry] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for telemetry in list(_FORK_AWARE):
+        try:
+            telemetry.after_fork_in_child()
+        except Exception:
+            logger.exception("restarting the instrumentation after fork failed")
+
+
+def fork_aware(telemetry: Telemetry) -> None:
+    """Have ``telemetry`` restart itself in children forked from now on."""
+    _FORK_AWARE.add(telemetry)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _call_on(loop: asyncio.AbstractEventLoop, fn: Any) -> None:

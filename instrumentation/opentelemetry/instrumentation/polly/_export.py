@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
@@ -49,15 +50,20 @@ def _quiet_exporter_loggers() -> None:
 
 
 class OutageReportingExporter(MetricExporter):
-    """Wraps ``inner``; ``target`` (an endpoint without credentials) names it in the log."""
+    """Wraps ``inner``; ``target`` (an endpoint without credentials) names it in the log.
 
-    def __init__(self, inner: MetricExporter, target: str) -> None:
+    ``secrets`` (the OTLP header values, in every encoding) are replaced by ``***`` in every
+    failure reason before it is logged.
+    """
+
+    def __init__(self, inner: MetricExporter, target: str, secrets: Sequence[str] = ()) -> None:
         super().__init__(
             preferred_temporality=inner._preferred_temporality,  # noqa: SLF001 - the reader reads these
             preferred_aggregation=inner._preferred_aggregation,  # noqa: SLF001
         )
         self._inner = inner
         self.target = target
+        self._secrets = tuple(secrets)
         self.failing = False
         self.failed_exports = 0
         self.outages = 0
@@ -66,6 +72,7 @@ class OutageReportingExporter(MetricExporter):
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> MetricExportResult:
+        _quiet_exporter_loggers()  # exporter modules imported since (their loggers are module-level)
         local = _HOLD_BACK.local
         local.inside = True
         local.reason = None
@@ -94,9 +101,17 @@ class OutageReportingExporter(MetricExporter):
                     "metric export to %s failed (%s); metrics are dropped until it recovers, "
                     "which will be logged once",
                     self.target,
-                    local.reason or "no detail",
+                    self._scrub(local.reason or "no detail"),
                 )
         return result
+
+    def __repr__(self) -> str:
+        return f"<OutageReportingExporter target={self.target!r} failing={self.failing}>"
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         return bool(self._inner.force_flush(timeout_millis=timeout_millis))

@@ -100,6 +100,11 @@ class GcSignals:
 
         return callback
 
+    def after_fork(self) -> None:
+        """In a forked child: pauses buffered by the parent are not this process's."""
+        self._pending.clear()
+        self._started = None
+
     def close(self) -> None:
         self.active = False
         with contextlib.suppress(ValueError):

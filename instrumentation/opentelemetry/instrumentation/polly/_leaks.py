@@ -6,6 +6,7 @@ Nothing here frees memory or calls ``gc.collect()``: these only observe and log.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from itertools import pairwise
@@ -17,43 +18,89 @@ profiler_logger = logging.getLogger("memory_profiler")
 
 #: Suspects named in one log line at most.
 MAX_SUSPECTS_LOGGED = 10
-#: Growth over the window (objects) below which a steadily growing class is not worth a warning:
-#: caches warming up and interpreter bookkeeping grow by a handful of objects per census.
+#: Growth over the window (objects) below which a steadily growing class is not worth a warning,
+#: whatever its relative growth: interpreter bookkeeping grows by a handful of objects per census.
 MIN_SUSPECT_GROWTH = 100
+#: RSS growth over the samples held, % of the oldest, below which no rate is alarming: allocator
+#: arenas move RSS by a megabyte or so, which extrapolated from minutes looks like tens of %/hour.
+MIN_RSS_GROWTH_PERCENT = 2.0
+#: Censuses before the K of a window (as a multiple of K) whose peak a suspect must exceed.
+LOOKBACK = 3
 
 
 class LeakDetector:
-    """Classes whose count grew in each of the last ``consecutive`` censuses.
+    """Classes whose count grew in each of the last ``consecutive`` censuses, by enough, to a new high.
 
     With ``consecutive = K`` a class is a suspect when its counts over the last K censuses are
-    strictly increasing (K - 1 growths) and it gained at least ``min_growth`` objects over them. Only
-    the most numerous classes of each census are tracked (``CensusResult.top_counts``), so memory is
-    bounded by K times that size.
+    strictly increasing (K - 1 growths) and its count now is above both the first of them and the
+    highest count seen in the ``LOOKBACK`` x K censuses before them by at least
+    ``min_growth_percent`` % of its own count and at least ``min_growth`` objects. So a class growing
+    1 % per census is flagged at the K-th census (K >= 3 with the 1 % default), while a big class
+    drifting by a few objects, or a sawtooth (weak references that pile up between periodic
+    clean-ups and fall back: it never passes its old peak), is not.
+
+    Nothing is reported for censuses finished less than ``warmup_seconds`` after the detector was
+    created (start-up fills caches, imports modules and builds pools: growth there is not a leak);
+    the K censuses of a window all come after it, and the warm-up's censuses still count for the
+    peaks, so a sawtooth is known by the time reporting starts. Only the most numerous classes of each
+    census are tracked (``CensusResult.top_counts``), so memory is bounded by K times that size.
     """
 
-    def __init__(self, consecutive: int, min_growth: int = MIN_SUSPECT_GROWTH) -> None:
+    def __init__(
+        self,
+        consecutive: int,
+        min_growth: int = MIN_SUSPECT_GROWTH,
+        *,
+        min_growth_percent: float = 1.0,
+        warmup_seconds: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if consecutive < 2:
             msg = f"consecutive_snapshots must be at least 2, got {consecutive}"
             raise ValueError(msg)
         self.consecutive = consecutive
         self.min_growth = min_growth
-        self._history: deque[dict[str, int]] = deque(maxlen=consecutive)
+        self.min_growth_percent = min_growth_percent
+        self.warmup_seconds = warmup_seconds
+        self._clock = clock
+        self._started = clock()
+        self._history: deque[dict[str, int]] = deque(maxlen=consecutive * (LOOKBACK + 1))
+        self._after_warmup = 0
+        self.warnings = 0
+
+    def reset(self) -> None:
+        """Forget the history and start the warm-up again (a forked child)."""
+        self._history.clear()
+        self._after_warmup = 0
+        self._started = self._clock()
 
     def observe(self, result: CensusResult) -> list[tuple[str, int, int]]:
         """Add a census; return suspects as ``(name, growth over the window, current count)``."""
-        self._history.append(result.top_counts)
-        if len(self._history) < self.consecutive:
+        self._history.append(result.top_counts)  # warm-up censuses count for the peaks, not as windows
+        if self.warmup_seconds > 0 and self._clock() - self._started < self.warmup_seconds:
             return []
-        snapshots = list(self._history)
+        self._after_warmup += 1
+        if self._after_warmup < self.consecutive:
+            return []
+        history = list(self._history)
+        snapshots, before = history[-self.consecutive :], history[: -self.consecutive]
         suspects: list[tuple[str, int, int]] = []
         for name, last in snapshots[-1].items():
             series = [snap.get(name, -1) for snap in snapshots]
-            grown = series[0] >= 0 and last - series[0] >= self.min_growth
-            if grown and all(a < b for a, b in pairwise(series)):
-                suspects.append((name, last - series[0], last))
+            first = series[0]
+            if first < 0 or not all(a < b for a, b in pairwise(series)):
+                continue
+            peak = max([first, *(snap.get(name, -1) for snap in before)])
+            above = last - peak
+            if above >= self.min_growth and above * 100 >= self.min_growth_percent * first:
+                suspects.append((name, last - first, last))
         suspects.sort(key=lambda s: s[1], reverse=True)
         if suspects:
-            shown = ", ".join(f"{n} +{g:,} (now {c:,})" for n, g, c in suspects[:MAX_SUSPECTS_LOGGED])
+            self.warnings += 1
+            shown = ", ".join(
+                f"{n} +{g:,} (+{g * 100 / max(1, c - g):.1f}%, now {c:,})"
+                for n, g, c in suspects[:MAX_SUSPECTS_LOGGED]
+            )
             logger.warning(
                 "leak suspects: %d class(es) grew in each of the last %d censuses: %s",
                 len(suspects),
@@ -66,11 +113,14 @@ class LeakDetector:
 class RssGrowth:
     """RSS growth rate over a sliding window, in bytes per second, with a threshold warning.
 
+    Samples taken in the first ``warmup_seconds`` are ignored (the start-up slope is not growth).
     Samples older than ``window_seconds`` are dropped (at most ``max_samples`` kept). The rate is
-    ``(newest - oldest) / elapsed`` and is ``None`` until two samples at least a tenth of the window
-    apart exist. The warning (``warn_percent_per_hour`` > 0) fires when the growth, expressed as a
-    percentage of the oldest sample per hour, exceeds the threshold; it is logged once and again
-    only after the rate has fallen back below the threshold.
+    ``(newest - oldest) / elapsed`` over the samples actually held, and is ``None`` until they span
+    a tenth of the window. The warning (``warn_percent_per_hour`` > 0) needs a quarter of the window
+    of history and a growth of at least ``MIN_RSS_GROWTH_PERCENT`` % over it, and fires when that
+    growth, as a percentage of the oldest sample per hour of elapsed time, exceeds the threshold;
+    it is logged once, and again only after the rate has fallen
+    back below the threshold. The line names the elapsed time it was measured over.
     """
 
     def __init__(
@@ -79,16 +129,30 @@ class RssGrowth:
         warn_percent_per_hour: float,
         clock: Callable[[], float],
         max_samples: int = 720,
+        *,
+        warmup_seconds: float = 0.0,
     ) -> None:
         self.window_seconds = window_seconds
         self.warn_percent_per_hour = warn_percent_per_hour
+        self.warmup_seconds = warmup_seconds
         self._clock = clock
+        self._started = clock()
         self._samples: deque[tuple[float, int]] = deque(maxlen=max_samples)
         self._warned = False
+        self.warnings = 0
         self.rate: float | None = None
+
+    def reset(self) -> None:
+        """Forget every sample and start the warm-up again (a forked child)."""
+        self._samples.clear()
+        self._started = self._clock()
+        self.rate = None
+        self._warned = False
 
     def add(self, rss_bytes: int) -> float | None:
         now = self._clock()
+        if self.warmup_seconds > 0 and now - self._started < self.warmup_seconds:
+            return None
         self._samples.append((now, rss_bytes))
         while self._samples and now - self._samples[0][0] > self.window_seconds:
             self._samples.popleft()
@@ -98,22 +162,25 @@ class RssGrowth:
             self.rate = None
             return None
         self.rate = (rss_bytes - r0) / elapsed
-        self._check(r0)
+        if elapsed >= self.window_seconds / 4:
+            self._check(r0, elapsed)
         return self.rate
 
-    def _check(self, base: int) -> None:
+    def _check(self, base: int, elapsed: float) -> None:
         if self.warn_percent_per_hour <= 0 or self.rate is None or base <= 0:
             return
         percent_per_hour = self.rate * 3600 / base * 100
-        if percent_per_hour > self.warn_percent_per_hour:
+        grown_percent = self.rate * elapsed / base * 100
+        if percent_per_hour > self.warn_percent_per_hour and grown_percent >= MIN_RSS_GROWTH_PERCENT:
             if not self._warned:
                 self._warned = True
+                self.warnings += 1
                 logger.warning(
-                    "RSS is growing %.1f%%/hour (%.1f MB/hour over the last %.0f s), above the %.1f%%/hour "
-                    "threshold (leak_detection.rss_growth_warn_percent_per_hour)",
+                    "RSS is growing %.1f%%/hour (%.1f MB over the last %.0f s), above the %.1f%%/hour "
+                    "threshold (rss_growth_warn_percent_per_hour)",
                     percent_per_hour,
-                    self.rate * 3600 / 1e6,
-                    self.window_seconds,
+                    self.rate * elapsed / 1e6,
+                    elapsed,
                     self.warn_percent_per_hour,
                 )
         elif self._warned:

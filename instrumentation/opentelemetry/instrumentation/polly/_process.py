@@ -4,16 +4,22 @@
 ``process.cpu.time`` (``s``, ``cpu.mode`` = user|system), ``process.thread.count`` (``{thread}``),
 ``process.unix.file_descriptor.count`` (``{file_descriptor}``, POSIX only),
 ``process.context_switches`` (``{context_switch}``, ``process.context_switch.type`` =
-voluntary|involuntary), and ``polly.process.memory.growth_rate`` (``By/s``, RSS growth over
+voluntary|involuntary), ``process.cpu.utilization`` (``1``, by ``cpu.mode``: CPU time since the
+previous collection over wall time and the CPUs the process may use; first reported at the
+second collection), ``process.uptime`` (``s``, since the process started, from psutil's
+``create_time()``), and ``polly.process.memory.growth_rate`` (``By/s``, RSS growth over
 ``leak_detection.rss_window_seconds``, fed by the loop-side sampler).
 
 All callbacks of one collection share one snapshot (at most ``SNAPSHOT_MAX_AGE`` seconds old).
+After ``fork()`` the child reads itself (:meth:`ProcessSignals.after_fork`): psutil's ``Process``
+remembers the pid it was made for.
 A metric the contrib system-metrics instrumentation already emits is skipped (see ``_coexist``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -40,6 +46,7 @@ class ProcessSnapshot:
     fds: int | None
     ctx_voluntary: int
     ctx_involuntary: int
+    taken_at: float = 0.0
 
 
 def read_snapshot(process: psutil.Process) -> ProcessSnapshot:
@@ -53,8 +60,23 @@ def read_snapshot(process: psutil.Process) -> ProcessSnapshot:
         except (AttributeError, psutil.Error):  # not on Windows
             fds = None
         return ProcessSnapshot(
-            mem.rss, mem.vms, cpu.user, cpu.system, process.num_threads(), fds, ctx.voluntary, ctx.involuntary
+            mem.rss,
+            mem.vms,
+            cpu.user,
+            cpu.system,
+            process.num_threads(),
+            fds,
+            ctx.voluntary,
+            ctx.involuntary,
+            time.monotonic(),
         )
+
+
+def _cpus(process: psutil.Process) -> int:
+    try:
+        return max(1, len(process.cpu_affinity() or ()))
+    except (AttributeError, psutil.Error, OSError):  # no affinity on macOS
+        return os.cpu_count() or 1
 
 
 class ProcessSignals:
@@ -63,6 +85,9 @@ class ProcessSignals:
     def __init__(self, meter: Meter, rss: RssGrowth, clock: Callable[[], float] = time.monotonic) -> None:
         self.active = True
         self._process = psutil.Process()
+        self._created = self._process.create_time()
+        self._cpus = _cpus(self._process)
+        self._previous_cpu: ProcessSnapshot | None = None
         self._clock = clock
         self._lock = threading.Lock()
         self._snapshot: tuple[float, ProcessSnapshot] | None = None
@@ -103,11 +128,42 @@ class ProcessSignals:
             description="Context switches of the process",
         )
         meter.create_observable_gauge(
+            "process.cpu.utilization",
+            [self._callback("process.cpu.utilization", self._utilization)],
+            unit="1",
+            description="CPU time since the last collection over elapsed time and available CPUs",
+        )
+        meter.create_observable_gauge(
+            "process.uptime",
+            [self._callback("process.uptime", lambda _s: [(max(0.0, time.time() - self._created), {})])],
+            unit="s",
+            description="Time since the process started",
+        )
+        meter.create_observable_gauge(
             "polly.process.memory.growth_rate",
             [self._observe_growth],
             unit="By/s",
             description="RSS growth over the leak-detection window",
         )
+
+    def after_fork(self) -> None:
+        """In a forked child: read this process from now on, not the parent."""
+        with self._lock:
+            self._process = psutil.Process()
+            self._created = self._process.create_time()
+            self._snapshot = None
+            self._previous_cpu = None
+        self.rss.reset()
+
+    def _utilization(self, snap: ProcessSnapshot) -> list[tuple[float, dict[str, str]]]:
+        previous, self._previous_cpu = self._previous_cpu, snap
+        if previous is None or snap.taken_at <= previous.taken_at:
+            return []
+        wall = (snap.taken_at - previous.taken_at) * self._cpus
+        return [
+            (max(0.0, (snap.cpu_user - previous.cpu_user) / wall), {"cpu.mode": "user"}),
+            (max(0.0, (snap.cpu_system - previous.cpu_system) / wall), {"cpu.mode": "system"}),
+        ]
 
     def _gauge(self, name: str, unit: str, description: str, read: _Reader) -> None:
         self._meter.create_observable_up_down_counter(

@@ -1,27 +1,41 @@
 """Task metrics: ``polly.task.count`` by ``polly.task.name``, ``polly.task.failures`` and ``.restarts``.
 
-In polly the supervisor publishes :class:`polly.stats.TaskStats` (kind ``tasks``): live tasks by
-name and cumulative failure/restart counts. In any other asyncio application (no ``tasks``
-provider), :meth:`TaskSignals.sample_loop` runs on the loop's side once per cycle and counts
-``asyncio.all_tasks(loop)`` by coroutine ``__qualname__`` (``Task-N`` names are unbounded, the
-coroutine's name is not); failures and restarts are then not known and not emitted.
+With a :class:`~.seam.StatsSource` that reports tasks (polly's supervisor), its live tasks by name
+and its cumulative failure/restart counts are used. Otherwise the asyncio tasks of every event loop
+the instrumentation knows are counted by coroutine ``__qualname__`` (``Task-N`` names are
+unbounded, coroutine names are not); failures and restarts are then not known and not emitted.
 
-Task names ever reported are capped (``MAX_TASK_NAMES``); later ones count as ``other``.
+Counting happens on each loop's own thread (``asyncio.all_tasks`` is not thread-safe), every
+``sample_interval_seconds`` (1 s by default), with a ``call_later`` chain rather than a task, so the
+sampler is not itself counted. Each sample replaces the previous one: a request task alive at the
+sample appears, a finished one is gone by the next sample. A loop that stopped or closed is dropped.
+Loops are known from ``register_loop()``, from the loop running at ``instrument()``, and (zero-code)
+from every asyncio loop's ``run_forever`` (``asyncio.run``, aiohttp, uvicorn's asyncio loop);
+uvloop's loop is not wrapped, pass it to ``register_loop()``.
+
+Task names ever reported are capped (``MAX_TASK_NAMES``); later ones count as ``other``. At most
+``MAX_LOOPS`` loops are sampled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
+import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from opentelemetry.instrumentation.polly._census import OTHER, TypeNameBudget
+from opentelemetry.instrumentation.polly.seam import StatsSource, TaskReading
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from polly.stats import StatsRegistry, TaskStats
+logger = logging.getLogger("opentelemetry.instrumentation.polly")
 
 NAME = "polly.task.name"
 MAX_TASK_NAMES = 100
+MAX_LOOPS = 16
 
 
 def _coro_name(task: asyncio.Task[object]) -> str:
@@ -31,32 +45,77 @@ def _coro_name(task: asyncio.Task[object]) -> str:
 
 
 class TaskSignals:
-    def __init__(self, meter: Meter, registry: StatsRegistry) -> None:
+    def __init__(
+        self, meter: Meter, sources: Sequence[StatsSource], sample_interval_seconds: float = 1.0
+    ) -> None:
         self.active = True
-        self._registry = registry
+        self._sources = tuple(sources)
         self._budget = TypeNameBudget(MAX_TASK_NAMES)
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._sampled: tuple[tuple[str, int], ...] | None = None
+        self.sample_interval_seconds = sample_interval_seconds
+        self._lock = threading.Lock()
+        self._samples: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[tuple[str, int], ...]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         meter.create_observable_up_down_counter(
             "polly.task.count", [self._observe_count], unit="{task}", description="Live tasks by name"
         )
         meter.create_observable_counter(
-            "polly.task.failures",
-            [self._counter("failed")],
-            unit="{failure}",
+            "polly.task.failures", [self._counter("failed")], unit="{failure}",
             description="Supervised tasks that ended with an exception",
-        )
+        )  # fmt: skip
         meter.create_observable_counter(
-            "polly.task.restarts",
-            [self._counter("restarted")],
-            unit="{restart}",
+            "polly.task.restarts", [self._counter("restarted")], unit="{restart}",
             description="Supervised tasks restarted after a failure",
-        )
+        )  # fmt: skip
 
-    def _stats(self) -> TaskStats | None:
-        for snap in self._registry.collect("tasks"):
-            if isinstance(snap, TaskStats):
-                return snap
+    # --- loops ------------------------------------------------------------------------------------
+
+    def watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Sample ``loop``'s tasks on its own thread from now on (idempotent, thread-safe)."""
+        with self._lock:
+            if loop in self._loops or len(self._loops) >= MAX_LOOPS or loop.is_closed():
+                return
+            self._loops.add(loop)
+        try:
+            loop.call_soon_threadsafe(self._tick, loop)
+        except RuntimeError:  # closed meanwhile
+            self._forget(loop)
+
+    @property
+    def loops(self) -> list[asyncio.AbstractEventLoop]:
+        with self._lock:
+            return list(self._loops)
+
+    def _forget(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            self._loops.discard(loop)
+            self._samples.pop(loop, None)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self.active:
+            self._forget(loop)
+            return
+        self.sample(loop)
+        loop.call_later(self.sample_interval_seconds, self._tick, loop)
+
+    def sample(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Count ``loop``'s tasks by coroutine name now (call on ``loop``'s thread)."""
+        counts = Counter(_coro_name(t) for t in asyncio.all_tasks(loop))
+        with self._lock:
+            self._samples[loop] = tuple(counts.items())
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def _stats(self) -> TaskReading | None:
+        for source in self._sources:
+            try:
+                stats = source.tasks()
+            except Exception:
+                logger.exception("stats source %r failed", source)
+                continue
+            if stats is not None:
+                return stats
         return None
 
     def _bounded(self, pairs: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
@@ -65,19 +124,23 @@ class TaskSignals:
             merged[name if self._budget.admit(name) else OTHER] += count
         return list(merged.items())
 
-    def sample_loop(self) -> None:
-        """Loop-side hook: count the loop's tasks by coroutine name (only without a polly supervisor)."""
-        loop = self.loop
-        if loop is None or loop.is_closed():
-            return
-        counts = Counter(_coro_name(t) for t in asyncio.all_tasks(loop))
-        self._sampled = tuple(counts.items())
+    def _sampled(self) -> list[tuple[str, int]] | None:
+        with self._lock:
+            items = list(self._samples.items())
+        alive = [(loop, pairs) for loop, pairs in items if loop.is_running()]
+        for loop, _ in items:
+            if not loop.is_running():
+                with self._lock:
+                    self._samples.pop(loop, None)
+        if not alive:
+            return None
+        return [pair for _, pairs in alive for pair in pairs]
 
     def _observe_count(self, _options: CallbackOptions) -> Iterable[Observation]:
         if not self.active:
             return ()
         stats = self._stats()
-        pairs = stats.live_by_name if stats is not None else self._sampled
+        pairs = list(stats.live_by_name) if stats is not None else self._sampled()
         if pairs is None:
             return ()
         return [Observation(count, {NAME: name}) for name, count in self._bounded(pairs)]
@@ -88,3 +151,37 @@ class TaskSignals:
             return () if stats is None else [Observation(getattr(stats, field))]
 
         return callback
+
+
+# --- zero-code loop discovery ---------------------------------------------------------------------
+
+_watchers: tuple[weakref.ref[TaskSignals], ...] = ()
+_watch_lock = threading.Lock()
+_wrapped = False
+
+
+def watch_all_loops(signals: TaskSignals) -> None:
+    """Have every asyncio loop that starts ``run_forever`` from now on sampled by ``signals``."""
+    global _watchers, _wrapped  # noqa: PLW0603 - one process-wide wrapper
+    with _watch_lock:
+        _watchers = (*(w for w in _watchers if w() not in (None, signals)), weakref.ref(signals))
+        if _wrapped:
+            return
+        _wrapped = True
+    import wrapt
+
+    wrapt.wrap_function_wrapper("asyncio.base_events", "BaseEventLoop.run_forever", _run_forever)
+
+
+def unwatch_all_loops(signals: TaskSignals) -> None:
+    global _watchers  # noqa: PLW0603
+    with _watch_lock:
+        _watchers = tuple(w for w in _watchers if w() not in (None, signals))
+
+
+def _run_forever(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    for ref in _watchers:
+        signals = ref()
+        if signals is not None and signals.active:
+            instance.call_soon(signals.watch, instance)
+    return wrapped(*args, **kwargs)

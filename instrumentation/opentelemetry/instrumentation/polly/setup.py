@@ -14,10 +14,18 @@
   endpoint without a path gets ``/v1/metrics``. Outages are logged once and recoveries once.
   Unset: nothing is exported over the network (signals, leak warnings and the memory profiler log
   still work).
-* ``prometheus.enabled``: a scrape endpoint on ``host:port`` (``127.0.0.1`` by default).
+* ``prometheus.enabled``: a scrape endpoint on ``host:port`` (``127.0.0.1`` by default). If the
+  address cannot be bound (port taken, no such address), only the endpoint fails: one WARNING
+  names the address and the error, and everything else (OTLP export) keeps running.
+* OTLP headers (often credentials, with any URL-special character) never appear in a log line, an
+  error or a ``repr``: exporter failure reasons are scrubbed of every header value, raw and
+  percent-encoded.
 * resource: ``service.name``, ``service.version`` (polly's version), ``service.instance.id``
   (configured, else a random UUID per process), plus ``OTEL_RESOURCE_ATTRIBUTES``.
 * ``enabled: false`` (or ``OTEL_SDK_DISABLED=true``): a handle that does nothing.
+* ``settings`` is read by attribute only (polly's pydantic ``Settings``; nothing of polly is
+  imported), and census and leak options map onto :class:`Options` (``OTEL_PYTHON_POLLY_*``
+  variables apply on top).
 
 The handle (:class:`TelemetryHandle`):
 
@@ -38,20 +46,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from opentelemetry.instrumentation.polly._census import CensusResult
-from opentelemetry.instrumentation.polly._core import Options, Telemetry
+from opentelemetry.instrumentation.polly._config import Options, sdk_disabled
+from opentelemetry.instrumentation.polly._core import Telemetry
 from opentelemetry.instrumentation.polly._export import OutageReportingExporter
-from opentelemetry.instrumentation.polly._instrumentor import _running_loop, session_for
+from opentelemetry.instrumentation.polly._instrumentor import _running_loop, installed_sources, session_for
+from opentelemetry.instrumentation.polly.seam import StatsSource
 from opentelemetry.instrumentation.polly.version import __version__
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
-
-from polly.config import MonitoringSettings, Settings, redact_url
-from polly.stats import StatsRegistry, registry
 
 logger = logging.getLogger("opentelemetry.instrumentation.polly")
 
@@ -71,6 +79,10 @@ class TelemetryHandle:
         self.exporter = exporter
         self._server = server
         self._closed = False
+
+    def __repr__(self) -> str:
+        target = self.exporter.target if self.exporter is not None else None
+        return f"<TelemetryHandle enabled={self.enabled} otlp={target!r}>"
 
     @property
     def enabled(self) -> bool:
@@ -104,10 +116,41 @@ class TelemetryHandle:
             self._server.server_close()
 
 
-def _otlp_exporter(monitoring: MonitoringSettings) -> MetricExporter:
+def redact_url(url: str) -> str:
+    """``url`` without user name, password, query and fragment (for log lines)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _secret(value: Any) -> str:
+    getter = getattr(value, "get_secret_value", None)
+    return str(getter() if getter is not None else value)
+
+
+def header_secrets(headers: dict[str, str]) -> list[str]:
+    """Every form a header value may take in a message: raw and percent-encoded."""
+    out: set[str] = set()
+    for value in headers.values():
+        if len(value) >= 3:
+            out.update((value, quote(value, safe=""), quote(value)))
+    return sorted(out, key=len, reverse=True)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The credentials of ``url`` (``user:password`` and the password), raw and percent-encoded."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    out = {userinfo} if userinfo else set()
+    if parts.password:
+        out.update((parts.password, quote(parts.password, safe="")))
+    return sorted((s for s in out if s), key=len, reverse=True)
+
+
+def _otlp_exporter(monitoring: Any, headers: dict[str, str]) -> MetricExporter:
     otlp = monitoring.otlp
     assert otlp.endpoint is not None
-    headers = {k: v.get_secret_value() for k, v in otlp.headers.items()}
     if otlp.protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
 
@@ -130,19 +173,27 @@ def http_metrics_url(endpoint: str) -> str:
     return endpoint
 
 
-def _prometheus(monitoring: MonitoringSettings) -> tuple[MetricReader, Any]:
+def _prometheus(monitoring: Any) -> tuple[MetricReader, Any] | None:
+    """The scrape reader and its HTTP server; None (one WARNING naming the address) if it cannot bind."""
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from prometheus_client import start_http_server
 
+    host, port = monitoring.prometheus.host, monitoring.prometheus.port
+    try:
+        server, _thread = start_http_server(port, addr=host)
+    except OSError as err:
+        logger.warning(
+            "Prometheus endpoint %s:%d cannot listen (%s); no scrape endpoint, other export continues",
+            host, port, err.strerror or type(err).__name__,
+        )  # fmt: skip
+        return None
+    # Created only once the port is ours: the reader registers with prometheus_client's registry.
     reader = PrometheusMetricReader()
-    server, _thread = start_http_server(monitoring.prometheus.port, addr=monitoring.prometheus.host)
-    logger.info(
-        "Prometheus metrics on http://%s:%d/metrics", monitoring.prometheus.host, monitoring.prometheus.port
-    )
+    logger.info("Prometheus metrics on http://%s:%d/metrics", host, port)
     return reader, server
 
 
-def build_resource(monitoring: MonitoringSettings) -> Resource:
+def build_resource(monitoring: Any) -> Resource:
     return Resource.create(
         {
             "service.name": monitoring.service_name,
@@ -153,14 +204,14 @@ def build_resource(monitoring: MonitoringSettings) -> Resource:
 
 
 def start_telemetry(
-    settings: Settings,
+    settings: Any,
     *,
     loop: asyncio.AbstractEventLoop | None = None,
-    stats: StatsRegistry = registry,
+    sources: Sequence[StatsSource] | None = None,
 ) -> TelemetryHandle:
     """Build the MeterProvider and every signal from ``settings``; see the module docstring."""
     monitoring = settings.general.monitoring
-    if not monitoring.enabled:
+    if not monitoring.enabled or sdk_disabled():
         logger.info("monitoring disabled: no metrics")
         return TelemetryHandle(None, None)
     readers: list[MetricReader] = []
@@ -168,7 +219,12 @@ def start_telemetry(
     server = None
     otlp = monitoring.otlp
     if otlp.endpoint:
-        exporter = OutageReportingExporter(_otlp_exporter(monitoring), redact_url(otlp.endpoint))
+        headers = {str(k): _secret(v) for k, v in otlp.headers.items()}
+        exporter = OutageReportingExporter(
+            _otlp_exporter(monitoring, headers),
+            redact_url(otlp.endpoint),
+            secrets=[*header_secrets(headers), *url_secrets(otlp.endpoint)],
+        )
         readers.append(
             PeriodicExportingMetricReader(
                 exporter,
@@ -177,14 +233,20 @@ def start_telemetry(
             )
         )
     if monitoring.prometheus.enabled:
-        reader, server = _prometheus(monitoring)
-        readers.append(reader)
+        scrape = _prometheus(monitoring)
+        if scrape is not None:
+            reader, server = scrape
+            readers.append(reader)
     if not readers:
         logger.info("no OTLP endpoint and no Prometheus endpoint: metrics are not exported")
     provider = MeterProvider(
         metric_readers=readers, resource=build_resource(monitoring), shutdown_on_exit=False
     )
     telemetry = session_for(
-        provider, Options.from_monitoring(monitoring), stats, loop or _running_loop(), thread_fallback=False
+        provider,
+        Options.from_monitoring(monitoring),
+        installed_sources() if sources is None else sources,
+        loop or _running_loop(),
+        thread_fallback=False,
     )
     return TelemetryHandle(provider, telemetry, exporter, server)
