@@ -22,43 +22,19 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, cast
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote
 
 import yaml
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
 
+from polly.config_urls import redact_url as redact_url  # noqa: PLC0414 - an explicit re-export
+from polly.config_urls import redis_url, url_problems
 from polly.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("config.yaml")
 DEFAULT_DATABASE_URL = "sqlite:///./db/polly.db"
 UPSTREAM_DEFAULT_REDIS_URL = "redis://localhost:6379"
-_SECRET_QUERY_KEYS = frozenset({"password", "passwd", "pwd", "token", "secret", "api_key", "apikey"})
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password (userinfo or query parameter) replaced by ``***``.
-
-    An unparseable URL is replaced whole, so a malformed secret never leaks through an error.
-    """
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, host = netloc.rsplit("@", 1)
-            user, sep, _password = userinfo.partition(":")
-            netloc = f"{user}:***@{host}" if sep else f"{userinfo}@{host}"
-        query = parts.query
-        if query:
-            pairs = parse_qsl(query, keep_blank_values=True)
-            query = urlencode(
-                [(k, "***" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in pairs], safe="*"
-            )
-        if netloc == parts.netloc and query == parts.query:
-            return url
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:
-        return "<unparseable URL redacted>"
 
 
 class SecretUrl(SecretStr):
@@ -174,10 +150,8 @@ class RedisSettings(_Section):
         """
         if self.url is not None and self.url.get_secret_value() != UPSTREAM_DEFAULT_REDIS_URL:
             return self.url
-        auth = ""
-        if self.password is not None:
-            auth = f":{self.password.get_secret_value()}@"
-        return SecretUrl(f"redis://{auth}{self.host}:{self.port}/{self.db}")
+        password = self.password.get_secret_value() if self.password is not None else None
+        return SecretUrl(redis_url(self.host, self.port, self.db, password))
 
 
 class DiscordSettings(_Section):
@@ -476,6 +450,10 @@ def _describe(error: Mapping[str, Any], sources: Mapping[tuple[str, ...], str]) 
     if kind == "missing":
         return f"{where}: required key is missing"
     shown = _show(loc, value)
+    scale = OTEL_ENV[origin][1] if origin is not None and origin in OTEL_ENV else None
+    if scale is not None and isinstance(value, int | float):
+        shown = f"{value / scale:g} ms"  # speak in the variable's own unit
+        ctx = {k: f"{v / scale:g} ms" if isinstance(v, int | float) else v for k, v in ctx.items()}
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         bound = next(iter(ctx.values()))
         word = {
@@ -525,6 +503,8 @@ def load_settings(
     except ValidationError as err:
         problems.extend(_describe(e, sources) for e in err.errors(include_url=False))
         settings = None
+    if settings is not None:
+        problems.extend(url_problems(settings, sources))
     if problems:
         source = f"settings ({path.name})" if file_tree else "settings"
         raise ConfigError(problems, source=source)

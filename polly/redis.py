@@ -41,7 +41,8 @@ from redis.exceptions import ConnectionError as LibConnectionError
 from redis.exceptions import RedisError as LibRedisError
 from redis.exceptions import TimeoutError as LibTimeoutError
 
-from polly.config import RedisSettings, redact_url
+from polly.config import RedisSettings
+from polly.config_urls import mask, redact_url
 from polly.errors import RedisError, RedisMisconfiguredError, RedisPoolExhaustedError, RedisUnavailableError
 from polly.redis_breaker import CircuitBreaker
 from polly.stats import BreakerState, PoolStats, RedisStats, registry
@@ -163,6 +164,10 @@ class RedisConnector:
         self.closed = False
         self._unregister: Callable[[], None] | None = None
 
+    def _password(self) -> str | None:
+        """The password redis-py sends (from the URL or REDIS_PASSWORD), to mask it in messages."""
+        return self.pool.connection_kwargs.get("password")
+
     def _expires_at(self, _key: str, value: _Remembered, now: float) -> float:
         return now + value.ttl_seconds
 
@@ -178,8 +183,9 @@ class RedisConnector:
             await self.client.ping()
         except (AuthenticationError, ResponseError) as err:
             await self.aclose()
+            detail = mask(str(err), [self._password()])
             msg = (
-                f"Redis at {self.url_redacted} refused polly's settings ({type(err).__name__}: {err}); "
+                f"Redis at {self.url_redacted} refused polly's settings ({type(err).__name__}: {detail}); "
                 "check the password (REDIS_PASSWORD or the URL) and the db number (0 to the server's "
                 "`databases` - 1)"
             )
