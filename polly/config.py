@@ -469,6 +469,29 @@ def _describe(error: Mapping[str, Any], sources: Mapping[tuple[str, ...], str]) 
     return f"{where}: {shown} ({type(value).__name__}) {rule}"
 
 
+def _working_directory() -> Path:
+    try:
+        return Path.cwd()
+    except OSError as err:
+        reason = err.strerror or err
+        msg = f"the working directory cannot be used ({reason}): polly reads .env and config.yaml there"
+        raise ConfigError([msg], source="working directory") from err
+
+
+def _read_dotenv(path: Path) -> dict[str, str]:
+    """``.env`` as upstream reads it (UTF-8); absent is fine, unreadable or not UTF-8 is one clear line."""
+    try:
+        if not path.is_file():
+            return {}
+        return {k: v for k, v in dotenv_values(path, encoding="utf-8").items() if v is not None}
+    except UnicodeDecodeError as err:
+        msg = f"{path}: is not UTF-8 text (invalid byte at offset {err.start}); polly reads .env as UTF-8"
+        raise ConfigError([msg], source=".env file") from err
+    except OSError as err:
+        msg = f"{path}: cannot be read ({err.strerror or err}); polly needs read access to it"
+        raise ConfigError([msg], source=".env file") from err
+
+
 def load_settings(
     config_path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -480,11 +503,9 @@ def load_settings(
     ``./config.yaml`` is optional. ``environ`` defaults to ``os.environ``; ``cwd`` (for ``.env`` and
     the default config path) to the working directory.
     """
-    base_dir = Path(cwd) if cwd is not None else Path.cwd()
+    base_dir = Path(cwd) if cwd is not None else _working_directory()
     env: dict[str, str] = {}
-    dotenv_file = base_dir / ".env"
-    if dotenv_file.is_file():
-        env.update({k: v for k, v in dotenv_values(dotenv_file).items() if v is not None})
+    env.update(_read_dotenv(base_dir / ".env"))
     env.update(os.environ if environ is None else environ)
 
     explicit = config_path if config_path is not None else env.get("POLLY_CONFIG") or None
@@ -504,7 +525,7 @@ def load_settings(
         problems.extend(_describe(e, sources) for e in err.errors(include_url=False))
         settings = None
     if settings is not None:
-        problems.extend(url_problems(settings, sources))
+        problems.extend(url_problems(settings, sources, base_dir))
     if problems:
         source = f"settings ({path.name})" if file_tree else "settings"
         raise ConfigError(problems, source=source)

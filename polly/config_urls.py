@@ -14,7 +14,9 @@ too. Over-redaction (an ``@`` in a query value hides the host) is preferred to a
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -150,7 +152,45 @@ def otlp_endpoint_problem(raw: str) -> str | None:
     return None
 
 
-def url_problems(settings: Any, sources: Mapping[tuple[str, ...], str]) -> list[str]:
+def sqlite_path_problem(raw: str, cwd: Path) -> str | None:  # noqa: PLR0911 - one return per rule
+    """Why polly (as the current user) cannot open or create the SQLite file of ``raw``, or ``None``.
+
+    polly needs to read and write the file and, because SQLite writes a journal beside it, to write
+    its directory; a missing file is created (with missing directories) on first use, so the nearest
+    existing directory must be writable.
+    """
+    from sqlalchemy.engine import make_url  # keeps `import polly.config` light
+
+    try:
+        url = make_url(raw)
+    except ValueError:
+        return None  # reported by database_url_problem
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    path = Path(url.database).expanduser()
+    path = path if path.is_absolute() else cwd / path
+    if path.is_dir():
+        return f"the SQLite path {path} is a directory: polly needs a file path"
+    if path.exists():
+        if not os.access(path, os.R_OK | os.W_OK):
+            return f"the SQLite file {path} is read-only for this user: polly needs to read and write it"
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            return (
+                f"the directory {path.parent} is not writable for this user: SQLite needs to write its "
+                "journal next to the database file"
+            )
+        return None
+    existing = next((p for p in path.parents if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        return (
+            f"cannot create the SQLite file {path}: {existing} is not a writable directory for this user; "
+            "polly creates the file (and missing directories) on first use: make it writable or point "
+            "DATABASE_URL elsewhere"
+        )
+    return None
+
+
+def url_problems(settings: Any, sources: Mapping[tuple[str, ...], str], cwd: Path) -> list[str]:
     """Every URL problem of validated :class:`~polly.config.Settings`, each naming its key and source."""
     problems: list[str] = []
 
@@ -164,7 +204,7 @@ def url_problems(settings: Any, sources: Mapping[tuple[str, ...], str]) -> list[
     for name, secret in (("url", db.url), ("async_url", db.async_url)):
         if secret is not None:
             value = secret.get_secret_value()
-            add(("database", name), value, database_url_problem(value))
+            add(("database", name), value, database_url_problem(value) or sqlite_path_problem(value, cwd))
     if settings.redis.enabled:
         value = settings.redis.effective_url().get_secret_value()
         path = ("redis", "url") if settings.redis.url is not None else ("redis", "host")

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from polly.cli.main import config_option, settings_or_exit
-from polly.errors import PollyError
+from polly.errors import ConfigError, PollyError
 
 
 def configure_logging(level: str) -> None:
@@ -79,6 +79,9 @@ def run(
     )
     try:
         asyncio.run(run_engine(settings, options))
+    except ConfigError as err:  # e.g. no DISCORD_TOKEN: a settings problem, like every other
+        click.echo(f"polly: {err}", err=True)
+        sys.exit(2)
     except PollyError as err:
         click.echo(f"polly: {err}", err=True)
         sys.exit(1)

@@ -33,7 +33,7 @@ from polly.engine.gateway import Gateway
 from polly.engine.sandbox import SandboxGateway
 from polly.engine.sandbox_voters import SandboxVoters
 from polly.engine.service import Engine, set_current_engine, utcnow_naive
-from polly.errors import PollyError, SchemaError
+from polly.errors import ConfigError, SchemaError
 from polly.redis import current_redis
 from polly.redis_client import RedisClient
 from polly.supervisor import Readiness, Supervisor, ready_at_once
@@ -161,7 +161,7 @@ def build_gateway(settings: Settings, options: RunOptions) -> Gateway:
     token = settings.discord.token
     if token is None or not token.get_secret_value().strip():
         msg = "DISCORD_TOKEN is not set: set it to run against Discord, or use `polly run --sandbox`"
-        raise PollyError(msg)
+        raise ConfigError([msg])  # a settings problem: `polly run` exits 2
     from polly.engine.discord_adapter import DiscordGateway
 
     return DiscordGateway(

@@ -99,7 +99,7 @@ def test_config_check_and_db_check_never_print_the_password(
 def test_redis_parts_are_quoted_so_the_password_arrives_intact(password: str) -> None:
     settings = load_settings(environ={"REDIS_HOST": "cache.internal", "REDIS_PASSWORD": password})
     url = settings.redis.effective_url()
-    parsed = redis_parse_url(url.get_secret_value())
+    parsed = redis_parse_url(url.get_secret_value())  # type: ignore[no-untyped-call]
     assert parsed["host"] == "cache.internal"
     assert parsed["password"] == password
     assert parsed["port"] == 6379
