@@ -129,6 +129,9 @@ def redis_url_problem(raw: str) -> str | None:
         return f"cannot be used by redis-py{detail}"
     if scheme != "unix" and not kwargs.get("host"):
         return f"has no host ({example})"
+    db = urlsplit(raw).path.strip("/")
+    if scheme != "unix" and db and not db.isdigit():  # redis-py would silently use db 0
+        return f"has {db!r} where the db number belongs ({example})"
     return None
 
 
