@@ -11,6 +11,7 @@ import click
 
 from polly.cli.main import config_option, settings_or_exit
 from polly.errors import ConfigError, PollyError
+from polly.outages import install_throttles
 
 
 def configure_logging(level: str) -> None:
@@ -25,6 +26,7 @@ def configure_logging(level: str) -> None:
     # SQLAlchemy's pool logs every dispose at INFO, and at ERROR a rollback cut short by a task
     # cancelled at shutdown (the connection is invalidated, nothing is lost): keep warnings only,
     # without the expected cancellations.
+    install_throttles()  # per-event warnings repeat during an outage: one line per cause per minute
     for name in ("sqlalchemy.pool", "polly.db.pool"):
         pool_logger = logging.getLogger(name)
         pool_logger.setLevel(max(logging.WARNING, getattr(logging, level)))
