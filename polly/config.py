@@ -524,8 +524,7 @@ def load_settings(
     except ValidationError as err:
         problems.extend(_describe(e, sources) for e in err.errors(include_url=False))
         settings = None
-    if settings is not None:
-        problems.extend(url_problems(settings, sources, base_dir))
+    problems.extend(url_problems(settings, sources, base_dir, merged))
     if problems:
         source = f"settings ({path.name})" if file_tree else "settings"
         raise ConfigError(problems, source=source)

@@ -193,8 +193,14 @@ def sqlite_path_problem(raw: str, cwd: Path) -> str | None:  # noqa: PLR0911 - o
     return None
 
 
-def url_problems(settings: Any, sources: Mapping[tuple[str, ...], str], cwd: Path) -> list[str]:
-    """Every URL problem of validated :class:`~polly.config.Settings`, each naming its key and source."""
+def url_problems(
+    settings: Any, sources: Mapping[tuple[str, ...], str], cwd: Path, tree: Mapping[str, Any] | None = None
+) -> list[str]:
+    """Every URL problem of validated :class:`~polly.config.Settings`, each naming its key and source.
+
+    With ``settings`` ``None`` (other keys are invalid), the database URLs and the OTLP endpoint are
+    still checked from the raw settings ``tree``, so every problem is reported at once.
+    """
     problems: list[str] = []
 
     def add(path: tuple[str, ...], value: str, problem: str | None) -> None:
@@ -203,6 +209,21 @@ def url_problems(settings: Any, sources: Mapping[tuple[str, ...], str], cwd: Pat
             key = ".".join(path) + (f" (from {origin})" if origin else "")
             problems.append(f"{key}: {redact_url(value)!r} {problem}")
 
+    if settings is None:
+        for path in (
+            ("database", "url"),
+            ("database", "async_url"),
+            ("general", "monitoring", "otlp", "endpoint"),
+        ):
+            node: Any = tree
+            for part in path:
+                node = node.get(part) if isinstance(node, Mapping) else None
+            value = node.get_secret_value() if hasattr(node, "get_secret_value") else node
+            if isinstance(value, str) and path[-1] == "endpoint":
+                add(path, value, otlp_endpoint_problem(value))
+            elif isinstance(value, str):
+                add(path, value, database_url_problem(value) or sqlite_path_problem(value, cwd))
+        return problems
     db = settings.database
     for name, secret in (("url", db.url), ("async_url", db.async_url)):
         if secret is not None:
