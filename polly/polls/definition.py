@@ -236,7 +236,9 @@ def validate_poll(
     c = _Checker(where, merged)
     allowed = ", ".join(FIELDS)
     c.problems.extend(
-        f"{where}: {key}: unknown field; allowed: {allowed}" for key in data if key not in FIELDS
+        f"{where}: {key if str(key).isprintable() else _short(key)}: unknown field; allowed: {allowed}"
+        for key in data
+        if key not in FIELDS
     )
 
     name = c.text("name", 3, 255, required=True)

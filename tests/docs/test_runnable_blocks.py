@@ -65,7 +65,8 @@ def blocks(document: Path) -> list[Block]:
         start = i + 1
         while start < len(lines) and not lines[start].strip():
             start += 1
-        assert start < len(lines) and lines[start].startswith("```"), f"{document.name}:{i + 1}: no block"
+        assert start < len(lines), f"{document.name}:{i + 1}: a marker without a block"
+        assert lines[start].startswith("```"), f"{document.name}:{i + 1}: a marker without a block"
         end = next(j for j in range(start + 1, len(lines)) if lines[j].startswith("```"))
         text = "\n".join(lines[start + 1 : end]) + "\n"
         found.append(Block(document, i + 1, text, match["file"], int(match["exit"] or 0)))
@@ -76,7 +77,8 @@ def environment(workdir: Path) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("POLLY_", "OTEL_", "DB_", "REDIS_")) and k not in ("DATABASE_URL", "DISCORD_TOKEN")
+        if not k.startswith(("POLLY_", "OTEL_", "DB_", "REDIS_"))
+        and k not in ("DATABASE_URL", "DISCORD_TOKEN")
     }
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["HOME"] = str(workdir)
@@ -107,8 +109,8 @@ def test_runnable_blocks(document: Path, tmp_path: Path) -> None:
         assert commands, f"{where}: a runnable block without a `$ ` command"
         for command in commands:
             runnable = re.sub(r"\buv run (polly|python)\b", r"\1", command)
-            result = subprocess.run(  # noqa: S603 - the documented command, in a temp dir
-                ["bash", "-c", runnable],  # noqa: S607
+            result = subprocess.run(
+                ["bash", "-c", runnable],
                 cwd=tmp_path, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_SECONDS,
                 check=False,
             )  # fmt: skip
