@@ -26,7 +26,6 @@ def configure_logging(level: str) -> None:
     # SQLAlchemy's pool logs every dispose at INFO, and at ERROR a rollback cut short by a task
     # cancelled at shutdown (the connection is invalidated, nothing is lost): keep warnings only,
     # without the expected cancellations.
-    install_throttles()  # per-event warnings repeat during an outage: one line per cause per minute
     for name in ("sqlalchemy.pool", "polly.db.pool"):
         pool_logger = logging.getLogger(name)
         pool_logger.setLevel(max(logging.WARNING, getattr(logging, level)))
@@ -79,6 +78,8 @@ def run(
         voters=voters,
         events_per_second=events_per_second,
     )
+    # per-event warnings repeat during an outage, per-row ones every tick: one line per cause per window
+    remove_throttles = install_throttles()
     try:
         asyncio.run(run_engine(settings, options))
     except ConfigError as err:  # e.g. no DISCORD_TOKEN: a settings problem, like every other
@@ -89,3 +90,5 @@ def run(
         sys.exit(1)
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         sys.exit(130)
+    finally:
+        remove_throttles()

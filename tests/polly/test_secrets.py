@@ -18,6 +18,7 @@ from polly.config import load_settings
 from polly.config_urls import redact_url
 from polly.db.engine import Database
 from polly.errors import ConfigError, RedisMisconfiguredError
+from polly.redis import RedisConnector
 from polly.redis_client import RedisClient
 
 SPECIAL = [*"#/?@:%&=+ []!$'()*,;~", "%40", "%2F", "p@ss/w#rd"]
@@ -103,7 +104,10 @@ def test_redis_parts_are_quoted_so_the_password_arrives_intact(password: str) ->
     assert parsed["host"] == "cache.internal"
     assert parsed["password"] == password
     assert parsed["port"] == 6379
-    for text in (str(url), repr(url), repr(settings.redis), str(settings.redacted())):
+    connector = RedisConnector(settings.redis)  # builds the pool (its metric name), connects nothing
+    shown = [str(url), repr(url), repr(settings.redis), str(settings.redacted())]
+    shown += [connector.name, connector.url_redacted, str(connector.pool)]
+    for text in shown:
         assert not leaks(text, password), text
 
 
