@@ -24,6 +24,11 @@ from collections.abc import Hashable, Iterator, Mapping, MutableMapping
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from polly import database as compat_database  # the module: replacements made there are honoured
 from polly.caches import (
     MAX_FETCH_RETRIES,
     MAX_METHODS_TRIED,
@@ -35,6 +40,7 @@ from polly.caches import (
     Timer,
 )
 from polly.config import CacheSettings
+from polly.db.models import STATUS_ACTIVE, STATUS_CLOSED, STATUS_SCHEDULED, Poll
 from polly.engine.scheduler import PollScheduler
 from polly.engine.service import current_engine
 from polly.errors import PollyError
@@ -43,15 +49,18 @@ __all__ = [
     "MAX_FETCH_RETRIES",
     "RETRY_WINDOW_MINUTES",
     "WARNING_THRESHOLDS",
+    "EngineNotRunningError",
     "FailureMapping",
     "WarningCounts",
     "cleanup_polls_with_deleted_messages",
     "close_poll",
     "configure",
     "failure_tracker",
+    "get_db_session",
     "get_scheduler",
     "log_throttle",
     "message_fetch_failures",
+    "reaction_safeguard_task",
     "restore_scheduled_jobs",
     "shutdown_scheduler",
     "start_reaction_safeguard",
@@ -192,10 +201,36 @@ def configure(settings: CacheSettings, *, timer: Timer = time.monotonic) -> None
 # --- upstream's scheduler functions, mapped onto the engine -------------------------------------------
 
 
-def get_scheduler() -> PollScheduler | None:
-    """The running engine's scheduler, or ``None`` outside ``polly run``."""
+class EngineNotRunningError(PollyError, RuntimeError):
+    """An upstream scheduler API that only the running engine can serve was called outside ``polly run``.
+
+    Upstream's APScheduler existed in every process; polly's scheduling lives in the engine, so
+    returning a stand-in (or ``None``) would let a caller schedule jobs that never run.
+    """
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"{what} needs the poll engine, which runs only inside `polly run` in this process; "
+            "polls are scheduled from the database there (see docs/migration-from-upstream.md)"
+        )
+
+
+def get_db_session() -> Session:
+    """Upstream's ``get_db_session`` as this module imported it: a session the caller must close.
+
+    Looked up in :mod:`polly.database` at each call, so a factory replaced there (tests do this) is
+    the one :func:`close_poll` uses.
+    """
+    return compat_database.get_db_session()
+
+
+def get_scheduler() -> PollScheduler:
+    """The running engine's scheduler; :class:`EngineNotRunningError` outside ``polly run``."""
     engine = current_engine()
-    return engine.scheduler if engine is not None else None
+    if engine is None:
+        what = "polly.background_tasks.get_scheduler()"
+        raise EngineNotRunningError(what)
+    return engine.scheduler
 
 
 def __getattr__(name: str) -> object:
@@ -206,7 +241,12 @@ def __getattr__(name: str) -> object:
 
 
 async def close_poll(poll_id: int) -> dict[str, Any]:
-    """Close ``poll_id`` now; upstream's result shape ``{"success": bool, "message" | "error": str}``."""
+    """Close ``poll_id`` now; upstream's result shape ``{"success": bool, "message" | "error": str}``.
+
+    Inside ``polly run`` the engine closes it and posts the results. Elsewhere the row is closed with
+    a conditional update through :func:`get_db_session` (upstream's session factory, so a replaced
+    one is honoured); a running engine posts the results on its next tick.
+    """
     engine = current_engine()
     if engine is not None:
         closed = await engine.close_now(poll_id)
@@ -214,30 +254,47 @@ async def close_poll(poll_id: int) -> dict[str, Any]:
             "success": True,
             "message": f"poll {poll_id} closed" if closed else f"poll {poll_id} was not active",
         }
-    from polly.db.current import get_database
-    from polly.engine.store import PollStore
-
     try:
-        closed = await PollStore(get_database().async_session_scope).close(
-            poll_id, from_statuses=("scheduled", "active")
-        )
-    except PollyError as err:
-        return {"success": False, "error": str(err)}
+        changed = _close_row(poll_id)
+    except (PollyError, SQLAlchemyError) as err:
+        return {"success": False, "error": f"poll {poll_id} could not be closed: {type(err).__name__}: {err}"}
+    if changed is None:
+        return {"success": False, "error": f"poll {poll_id} not found"}
     message = (
         f"poll {poll_id} closed; a running engine shows the results"
-        if closed
+        if changed
         else f"poll {poll_id} was not open"
     )
     return {"success": True, "message": message}
 
 
+def _close_row(poll_id: int) -> bool | None:
+    """``True`` closed now, ``False`` already closed, ``None`` no such poll (one short transaction)."""
+    session = get_db_session()
+    try:
+        result = session.execute(
+            update(Poll)
+            .where(Poll.id == poll_id, Poll.status.in_((STATUS_SCHEDULED, STATUS_ACTIVE)))
+            .values(status=STATUS_CLOSED)
+        )
+        session.commit()
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            return True
+        return False if session.get(Poll, poll_id) is not None else None
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
 async def restore_scheduled_jobs() -> int:
     """Run one scheduler tick now (overdue polls open or close); returns the ticks run (0 or 1)."""
-    scheduler = get_scheduler()
-    if scheduler is None:
+    engine = current_engine()
+    if engine is None:
         logger.warning("restore_scheduled_jobs: no engine runs in this process; `polly run` schedules polls")
         return 0
-    await scheduler.tick()
+    await engine.scheduler.tick()
     return 1
 
 
@@ -252,6 +309,17 @@ async def shutdown_scheduler() -> None:
 
 async def start_reaction_safeguard() -> None:
     """Nothing to do: the engine's reconciler repairs missed votes within a Discord call budget."""
+
+
+async def reaction_safeguard_task() -> int:
+    """One reconciler pass of the running engine (upstream's loop is the engine's ``reconciler``
+    loop, run by ``polly run``); returns the votes it added. :class:`EngineNotRunningError` outside
+    ``polly run``: there is no Discord connection to repair from."""
+    engine = current_engine()
+    if engine is None:
+        what = "polly.background_tasks.reaction_safeguard_task()"
+        raise EngineNotRunningError(what)
+    return (await engine.reconciler.pass_once()).votes_added
 
 
 async def cleanup_polls_with_deleted_messages() -> int:

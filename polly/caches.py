@@ -273,6 +273,7 @@ class _Category:
     escalated: bool = False
     pending: int = 0  # WARNING events suppressed since the last line
     last_line: float = 0.0
+    admitted: bool = False  # admit() has let one event through
 
 
 class LogThrottle:
@@ -376,6 +377,22 @@ class LogThrottle:
             return logging.WARNING
         return None
 
+    def admit(self, category: str) -> int | None:
+        """Count one event of an ongoing condition; at most one per ``window_seconds`` is admitted.
+
+        Returns ``None`` when the event should only be counted, else how many events of the category
+        were counted without being admitted since the last admitted one (0 for the first). For
+        callers that write the line themselves (:class:`polly.outages.OutageLog`, a log filter).
+        """
+        now = self._timer()
+        state = self._state(category)
+        state.total += 1
+        if state.admitted and now - state.last_line < self.window_seconds:
+            state.pending += 1
+            return None
+        suppressed, state.pending, state.last_line, state.admitted = state.pending, 0, now, True
+        return suppressed
+
     def _summarise(self, category: str, state: _Category, now: float) -> bool:
         if not state.pending:
             return False
@@ -404,12 +421,14 @@ class LogThrottle:
             state.recent.clear()
             state.escalated = False
 
-    def forget(self, category: str) -> bool:
-        """Drop ``category``'s state (its pending summary is written first)."""
+    def forget(self, category: str, *, summarise: bool = True) -> bool:
+        """Drop ``category``'s state (its pending summary is written first, unless ``summarise`` is
+        false: the caller reports the end of the condition itself)."""
         state = self._categories.pop(category, None)
         if state is None:
             return False
-        self._summarise(category, state, self._timer())
+        if summarise:
+            self._summarise(category, state, self._timer())
         return True
 
     def categories(self) -> list[str]:

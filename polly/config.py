@@ -22,43 +22,19 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, cast
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote
 
 import yaml
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
 
+from polly.config_urls import redact_url as redact_url  # noqa: PLC0414 - an explicit re-export
+from polly.config_urls import redis_url, url_problems
 from polly.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("config.yaml")
 DEFAULT_DATABASE_URL = "sqlite:///./db/polly.db"
 UPSTREAM_DEFAULT_REDIS_URL = "redis://localhost:6379"
-_SECRET_QUERY_KEYS = frozenset({"password", "passwd", "pwd", "token", "secret", "api_key", "apikey"})
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password (userinfo or query parameter) replaced by ``***``.
-
-    An unparseable URL is replaced whole, so a malformed secret never leaks through an error.
-    """
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, host = netloc.rsplit("@", 1)
-            user, sep, _password = userinfo.partition(":")
-            netloc = f"{user}:***@{host}" if sep else f"{userinfo}@{host}"
-        query = parts.query
-        if query:
-            pairs = parse_qsl(query, keep_blank_values=True)
-            query = urlencode(
-                [(k, "***" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in pairs], safe="*"
-            )
-        if netloc == parts.netloc and query == parts.query:
-            return url
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:
-        return "<unparseable URL redacted>"
 
 
 class SecretUrl(SecretStr):
@@ -174,10 +150,8 @@ class RedisSettings(_Section):
         """
         if self.url is not None and self.url.get_secret_value() != UPSTREAM_DEFAULT_REDIS_URL:
             return self.url
-        auth = ""
-        if self.password is not None:
-            auth = f":{self.password.get_secret_value()}@"
-        return SecretUrl(f"redis://{auth}{self.host}:{self.port}/{self.db}")
+        password = self.password.get_secret_value() if self.password is not None else None
+        return SecretUrl(redis_url(self.host, self.port, self.db, password))
 
 
 class DiscordSettings(_Section):
@@ -476,6 +450,10 @@ def _describe(error: Mapping[str, Any], sources: Mapping[tuple[str, ...], str]) 
     if kind == "missing":
         return f"{where}: required key is missing"
     shown = _show(loc, value)
+    scale = OTEL_ENV[origin][1] if origin is not None and origin in OTEL_ENV else None
+    if scale is not None and isinstance(value, int | float):
+        shown = f"{value / scale:g} ms"  # speak in the variable's own unit
+        ctx = {k: f"{v / scale:g} ms" if isinstance(v, int | float) else v for k, v in ctx.items()}
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         bound = next(iter(ctx.values()))
         word = {
@@ -491,6 +469,29 @@ def _describe(error: Mapping[str, Any], sources: Mapping[tuple[str, ...], str]) 
     return f"{where}: {shown} ({type(value).__name__}) {rule}"
 
 
+def _working_directory() -> Path:
+    try:
+        return Path.cwd()
+    except OSError as err:
+        reason = err.strerror or err
+        msg = f"the working directory cannot be used ({reason}): polly reads .env and config.yaml there"
+        raise ConfigError([msg], source="working directory") from err
+
+
+def _read_dotenv(path: Path) -> dict[str, str]:
+    """``.env`` as upstream reads it (UTF-8); absent is fine, unreadable or not UTF-8 is one clear line."""
+    try:
+        if not path.is_file():
+            return {}
+        return {k: v for k, v in dotenv_values(path, encoding="utf-8").items() if v is not None}
+    except UnicodeDecodeError as err:
+        msg = f"{path}: is not UTF-8 text (invalid byte at offset {err.start}); polly reads .env as UTF-8"
+        raise ConfigError([msg], source=".env file") from err
+    except OSError as err:
+        msg = f"{path}: cannot be read ({err.strerror or err}); polly needs read access to it"
+        raise ConfigError([msg], source=".env file") from err
+
+
 def load_settings(
     config_path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -502,11 +503,9 @@ def load_settings(
     ``./config.yaml`` is optional. ``environ`` defaults to ``os.environ``; ``cwd`` (for ``.env`` and
     the default config path) to the working directory.
     """
-    base_dir = Path(cwd) if cwd is not None else Path.cwd()
+    base_dir = Path(cwd) if cwd is not None else _working_directory()
     env: dict[str, str] = {}
-    dotenv_file = base_dir / ".env"
-    if dotenv_file.is_file():
-        env.update({k: v for k, v in dotenv_values(dotenv_file).items() if v is not None})
+    env.update(_read_dotenv(base_dir / ".env"))
     env.update(os.environ if environ is None else environ)
 
     explicit = config_path if config_path is not None else env.get("POLLY_CONFIG") or None
@@ -525,6 +524,7 @@ def load_settings(
     except ValidationError as err:
         problems.extend(_describe(e, sources) for e in err.errors(include_url=False))
         settings = None
+    problems.extend(url_problems(settings, sources, base_dir, merged))
     if problems:
         source = f"settings ({path.name})" if file_tree else "settings"
         raise ConfigError(problems, source=source)

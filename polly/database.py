@@ -4,7 +4,9 @@ Code written against upstream keeps working: the models, ``TypeSafeColumn``, ``P
 ``get_poll_emoji``, ``get_db_session()`` (a plain session the caller must close, as upstream), the
 FastAPI dependencies ``get_db`` / ``get_async_db``, the async context manager
 ``get_async_db_session()``, ``init_database()``, and the module attributes ``engine``,
-``SessionLocal``, ``async_engine`` and ``AsyncSessionLocal``. Those attributes are resolved on first
+``SessionLocal``, ``async_engine``, ``AsyncSessionLocal``, ``DATABASE_URL`` and
+``ASYNC_DATABASE_URL`` (the latter names polly's async driver: ``postgresql+psycopg://`` where
+upstream left a PostgreSQL URL unchanged). Those attributes are resolved on first
 access (module ``__getattr__``), so importing this module builds no engine; they come from the
 process-wide :func:`polly.db.get_database`, so upstream callers share polly's bounded pools.
 
@@ -83,8 +85,15 @@ def _async_session_local() -> async_sessionmaker[AsyncSession]:
 
 
 def get_db_session() -> Session:
-    """A new session on the pooled sync engine. The caller must close it (upstream's contract)."""
-    return _session_local()()
+    """A new session on the pooled sync engine. The caller must close it (upstream's contract).
+
+    A ``SessionLocal`` assigned to this module (``polly.database.SessionLocal = sessionmaker(...)``,
+    as upstream's tests do) is used instead.
+    """
+    replaced = globals().get("SessionLocal")
+    factory = replaced if replaced is not None else _session_local()
+    session: Session = factory()
+    return session
 
 
 def get_db() -> Generator[Session, None, None]:
@@ -138,5 +147,13 @@ def __getattr__(name: str) -> Any:
         return get_database().async_engine
     if name == "AsyncSessionLocal":
         return _async_session_local()
+    if name == "DATABASE_URL":  # upstream: the configured URL string, password included (not for logs)
+        return get_database().settings.url.get_secret_value()
+    if name == "ASYNC_DATABASE_URL":
+        # polly's async URL: ASYNC_DATABASE_URL as given, else the configured URL with polly's async
+        # driver (aiosqlite, psycopg, aiomysql); upstream left non-SQLite URLs unchanged.
+        settings = get_database().settings
+        chosen = settings.async_url if settings.async_url is not None else settings.url
+        return _to_async_url(chosen.get_secret_value())
     msg = f"module {__name__!r} has no attribute {name!r}"
     raise AttributeError(msg)

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
-from cachetools import TLRUCache, TTLCache
+from cachetools import TLRUCache
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -41,8 +41,11 @@ from redis.exceptions import ConnectionError as LibConnectionError
 from redis.exceptions import RedisError as LibRedisError
 from redis.exceptions import TimeoutError as LibTimeoutError
 
-from polly.config import RedisSettings, redact_url
+from polly.caches import LogThrottle
+from polly.config import RedisSettings
+from polly.config_urls import mask, redact_url
 from polly.errors import RedisError, RedisMisconfiguredError, RedisPoolExhaustedError, RedisUnavailableError
+from polly.outages import describe
 from polly.redis_breaker import CircuitBreaker
 from polly.stats import BreakerState, PoolStats, RedisStats, registry
 
@@ -152,8 +155,9 @@ class RedisConnector:
         self._fallback: TLRUCache[str, _Remembered] = TLRUCache(
             maxsize=settings.fallback_cache_max_entries, ttu=self._expires_at, timer=clock
         )
-        self._error_log: TTLCache[tuple[str, str], bool] = TTLCache(
-            maxsize=MAX_ERROR_LOG_KINDS, ttl=ERROR_LOG_WINDOW_SECONDS, timer=clock
+        # the project's one throttle: one line per (command, error type) per window, with the count
+        self._error_log = LogThrottle(
+            logger, window_seconds=ERROR_LOG_WINDOW_SECONDS, max_categories=MAX_ERROR_LOG_KINDS, timer=clock
         )
         # redis-py's own pool name (host:port), so polly's series and redis-py's native ones agree.
         attrs = self.pool.get_connection_count()[0][1]
@@ -162,6 +166,10 @@ class RedisConnector:
         self.fallback_hits = 0
         self.closed = False
         self._unregister: Callable[[], None] | None = None
+
+    def _password(self) -> str | None:
+        """The password redis-py sends (from the URL or REDIS_PASSWORD), to mask it in messages."""
+        return self.pool.connection_kwargs.get("password")
 
     def _expires_at(self, _key: str, value: _Remembered, now: float) -> float:
         return now + value.ttl_seconds
@@ -178,8 +186,9 @@ class RedisConnector:
             await self.client.ping()
         except (AuthenticationError, ResponseError) as err:
             await self.aclose()
+            detail = mask(str(err), [self._password()])
             msg = (
-                f"Redis at {self.url_redacted} refused polly's settings ({type(err).__name__}: {err}); "
+                f"Redis at {self.url_redacted} refused polly's settings ({type(err).__name__}: {detail}); "
                 "check the password (REDIS_PASSWORD or the URL) and the db number (0 to the server's "
                 "`databases` - 1)"
             )
@@ -235,17 +244,14 @@ class RedisConnector:
         return fallback
 
     def _log_error(self, command: str, err: Exception) -> None:
-        kind = (command, type(err).__name__)
-        if kind in self._error_log:
+        suppressed = self._error_log.admit(f"{command}:{type(err).__name__}")
+        if suppressed is None:
             return
-        self._error_log[kind] = True
+        more = f"; {suppressed} more since the last line" if suppressed else ""
         logger.warning(
-            "Redis %s failed: %s: %s (answered with the fallback; logged at most once per %g s)",
-            command,
-            type(err).__name__,
-            err,
-            ERROR_LOG_WINDOW_SECONDS,
-        )
+            "Redis %s failed: %s (answered with the fallback; logged at most once per %g s%s)",
+            command, mask(describe(err), [self._password()]), ERROR_LOG_WINDOW_SECONDS, more,
+        )  # fmt: skip
 
     # --- fallback cache ------------------------------------------------------------------------------
 

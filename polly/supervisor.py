@@ -20,10 +20,13 @@ Rules:
   once; a failure is logged and counted.
 * **Failures stay local.** Every child runs inside an :class:`asyncio.TaskGroup`, wrapped so that an
   ``Exception`` never reaches the group: one failing task never cancels its siblings.
-* **Failing loops are reported.** After ``failing_after`` consecutive failures a loop is *failing*:
-  each failure is then logged at ERROR and the loop is listed in :meth:`Supervisor.stats` ``failing``
-  until a run lasts ``healthy_after_seconds`` (which also resets the count). The backoff cap bounds
-  the log rate; nothing is silently spun.
+* **Failing loops are reported, quietly.** A loop's first failure is one WARNING line with the next
+  restart (its traceback only the first time that loop ever fails, or at DEBUG); while it keeps
+  failing, one summary per minute gives the count and the next restart
+  (:class:`~polly.outages.OutageLog`); a restarted run that lasts ``recovered_after_seconds`` writes
+  "recovered after N s". After ``failing_after`` consecutive failures a loop is listed in
+  :meth:`Supervisor.stats` ``failing`` until a run lasts ``healthy_after_seconds`` (which also resets
+  the count). Nothing is silently spun.
 * **Nothing is kept after it ends.** A task's bookkeeping is dropped by its done-callback; no set of
   finished tasks exists. At most ``max_tasks`` run at once (:class:`~polly.errors.TaskLimitError`).
 * **Readiness.** A loop calls ``ready.ready()`` once it serves; :meth:`Supervisor.wait_ready` waits for
@@ -54,6 +57,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from polly.errors import ReadinessTimeoutError, SupervisorError, TaskLimitError
+from polly.outages import OutageLog, describe
 from polly.stats import StatsRegistry, TaskStats
 from polly.stats import registry as default_registry
 
@@ -108,7 +112,10 @@ class LiveTask:
 
 
 class _Entry:
-    __slots__ = ("coro", "ended", "id", "kind", "name", "ready", "run_started", "started", "streak", "task")
+    __slots__ = (
+        "coro", "ended", "id", "kind", "name", "ready", "recovery", "run_started", "started", "streak",
+        "task",
+    )  # fmt: skip
 
     def __init__(self, entry_id: int, name: str, kind: TaskKind, started: float) -> None:
         self.id = entry_id
@@ -121,6 +128,7 @@ class _Entry:
         self.ended = False
         self.streak = 0
         self.run_started: float | None = None
+        self.recovery: asyncio.TimerHandle | None = None  # pending "recovered" check after a restart
 
 
 class Supervisor:
@@ -146,6 +154,7 @@ class Supervisor:
         backoff_jitter: float = 0.1,
         failing_after: int = 3,
         healthy_after_seconds: float = 60.0,
+        recovered_after_seconds: float = 5.0,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
@@ -161,6 +170,7 @@ class Supervisor:
             ("backoff_jitter", backoff_jitter, "in [0, 1)", 0 <= backoff_jitter < 1),
             ("failing_after", failing_after, ">= 1", failing_after >= 1),
             ("healthy_after_seconds", healthy_after_seconds, "> 0", healthy_after_seconds > 0),
+            ("recovered_after_seconds", recovered_after_seconds, "> 0", recovered_after_seconds > 0),
         )  # fmt: skip
         problems = [f"{key}={value!r} must be {rule}" for key, value, rule, ok in limits if not ok]
         if problems:
@@ -175,7 +185,9 @@ class Supervisor:
         self.backoff_jitter = backoff_jitter
         self.failing_after = failing_after
         self.healthy_after_seconds = healthy_after_seconds
+        self.recovered_after_seconds = recovered_after_seconds
         self._clock = clock
+        self._outages = OutageLog(logger, timer=clock)
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 (jitter, not cryptography)
         self._registry = registry
@@ -338,6 +350,14 @@ class Supervisor:
             logger.exception("supervised task %s failed", entry.name)
 
     async def _run_loop(self, entry: _Entry, fn: LoopFn, restart: bool) -> None:
+        try:
+            await self._loop_body(entry, fn, restart)
+        finally:
+            if entry.recovery is not None:
+                entry.recovery.cancel()
+                entry.recovery = None
+
+    async def _loop_body(self, entry: _Entry, fn: LoopFn, restart: bool) -> None:
         handle = Readiness(entry, self._changed)
         while True:
             entry.run_started = started = self._clock()
@@ -359,20 +379,32 @@ class Supervisor:
                 return
             await self._sleep(delay)  # outside the except block: the traceback is not kept alive
             self._restarted += 1
+            self._watch_recovery(entry)
 
     def _report_failure(self, entry: _Entry, exc: Exception, delay: float) -> None:
-        first = entry.streak == 1
-        first_failing = entry.streak == self.failing_after
-        if entry.streak >= self.failing_after:
+        """One line when a loop starts failing, a throttled summary while it keeps failing."""
+        if entry.recovery is not None:  # the restarted run failed before it counted as recovered
+            entry.recovery.cancel()
+            entry.recovery = None
+        self._outages.failed(f"supervised loop {entry.name}", exc, retry_in_seconds=delay)
+        if entry.streak == self.failing_after:  # once per outage: it is now listed as failing
             logger.error(
-                "supervised loop %s is failing: %d consecutive failures, last %r; restart in %.2f s",
-                entry.name, entry.streak, exc, delay, exc_info=exc if first_failing else None,
+                "supervised loop %s is failing: %d consecutive failures, last %s; restart in %.2f s",
+                entry.name, entry.streak, describe(exc), delay,
             )  # fmt: skip
-        else:
-            logger.warning(
-                "supervised loop %s failed (%d in a row): %r; restart in %.2f s",
-                entry.name, entry.streak, exc, delay, exc_info=exc if first else None,
-            )  # fmt: skip
+
+    def _watch_recovery(self, entry: _Entry) -> None:
+        """After a restart, a run that lasts ``recovered_after_seconds`` means the loop recovered."""
+        cause = f"supervised loop {entry.name}"
+        if self._outages.down_for(cause) is None:
+            return
+        restarted = self._clock()
+
+        def recovered() -> None:
+            entry.recovery = None
+            self._outages.succeeded(cause, at=restarted)
+
+        entry.recovery = asyncio.get_running_loop().call_later(self.recovered_after_seconds, recovered)
 
     def backoff_seconds(self, failures: int) -> float:
         """The wait before restart number ``failures`` (>= 1) of a loop, jitter included."""

@@ -96,4 +96,10 @@ def main() -> None:
 
     Settings come from config.yaml and the environment (upstream Polly's variable names); see
     docs/configuration.md.
+
+    \b
+    Exit status of every command:
+      0  done
+      1  a runtime failure (database unreachable, no such poll, a state that forbids the change)
+      2  invalid settings (including a missing DISCORD_TOKEN for `polly run`) or invalid usage
     """

@@ -87,7 +87,17 @@ def poll() -> None:
     """Create, list, show, close, reopen, delete and export polls (database only; the engine acts on it)."""
 
 
-poll_id_argument = click.argument("poll_id", metavar="ID", type=click.IntRange(min=1))
+#: Poll ids are INTEGER columns: 32-bit signed on PostgreSQL and MariaDB.
+MAX_POLL_ID = 2**31 - 1
+poll_id_argument = click.argument("poll_id", metavar="ID", type=click.IntRange(1, MAX_POLL_ID))
+
+
+def _snowflake_option(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A Discord id filter: digits only (what upstream stores), else a usage error (exit 2)."""
+    if value is not None and (not value.isascii() or not value.isdigit() or len(value) > 21):
+        msg = f"{value!r} is not a Discord id (15-21 digits)"
+        raise click.BadParameter(msg, param=param)
+    return value
 
 
 @poll.command("create")
@@ -164,8 +174,8 @@ def _definitions(files: tuple[Path, ...], given: dict[str, Any], *, now: datetim
 @poll.command("list")
 @config_option
 @click.option("--status", type=click.Choice(sorted(STATUSES)))
-@click.option("--server-id")
-@click.option("--channel-id")
+@click.option("--server-id", callback=_snowflake_option, help="Only polls of this server (a Discord id).")
+@click.option("--channel-id", callback=_snowflake_option, help="Only polls of this channel (a Discord id).")
 @click.option("--limit", type=click.IntRange(1, reports.MAX_LIST_LIMIT), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_(*, config_path: Path | None, as_json: bool, **filters: Any) -> None:
@@ -189,7 +199,8 @@ def list_(*, config_path: Path | None, as_json: bool, **filters: Any) -> None:
         return
     header = ("ID", "NAME", "STATUS", "OPENS", "CLOSES", "TIMEZONE", "VOTES", "VOTERS")
     rows = [
-        (str(p.id), _clip(p.name, 32), p.status, _local(p.open_time, p.timezone),
+        (str(p.id), _clip("(no name)" if p.name is None else p.name, 32), p.status,
+         _local(p.open_time, p.timezone),
          _local(p.close_time, p.timezone), p.timezone, str(p.votes), str(p.voters))
         for p in found.polls
     ]  # fmt: skip
@@ -263,7 +274,7 @@ def show(*, config_path: Path | None, poll_id: int, as_json: bool) -> None:
     else:
         cut = f" (from the first {reports.MAX_VOTE_ROWS_SHOWN} votes)" if d.voters_truncated else ""
         lines.append(f"voters{cut}:")
-        lines += [f"  {user}: {', '.join(p.options[i] for i in idx if i < len(p.options))}"
+        lines += [f"  {user}: {', '.join(p.options[i] for i in idx if 0 <= i < len(p.options))}"
                   for user, idx in d.voters.items()]  # fmt: skip
     click.echo("\n".join(lines))
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 from polly.cli.main import config_option, settings_or_exit
-from polly.errors import PollyError
+from polly.errors import ConfigError, PollyError
+from polly.outages import install_throttles
 
 
 def configure_logging(level: str) -> None:
@@ -77,10 +78,17 @@ def run(
         voters=voters,
         events_per_second=events_per_second,
     )
+    # per-event warnings repeat during an outage, per-row ones every tick: one line per cause per window
+    remove_throttles = install_throttles()
     try:
         asyncio.run(run_engine(settings, options))
+    except ConfigError as err:  # e.g. no DISCORD_TOKEN: a settings problem, like every other
+        click.echo(f"polly: {err}", err=True)
+        sys.exit(2)
     except PollyError as err:
         click.echo(f"polly: {err}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         sys.exit(130)
+    finally:
+        remove_throttles()

@@ -39,7 +39,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from polly import stats
-from polly.config import DatabaseSettings, redact_url
+from polly.config import DatabaseSettings
+from polly.config_urls import mask, redact_url
 from polly.db.pool import MonitoredAsyncQueuePool, MonitoredQueuePool, PoolMonitor
 from polly.db.retry import retry_with_backoff
 from polly.db.urls import Role, backend_of, driver_url, is_sqlite_memory, parse_url, pool_name
@@ -58,9 +59,7 @@ def describe_connect_error(err: BaseException, password: str | None) -> str:
     """The first line of a driver error with the password (if any) masked."""
     root = getattr(err, "orig", None) or err
     line = (str(root).strip().splitlines() or [""])[0]
-    if password:
-        line = line.replace(password, "***")
-    return f"{type(root).__name__}: {line}"
+    return f"{type(root).__name__}: {mask(line, [password])}"
 
 
 class Database:

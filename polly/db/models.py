@@ -10,8 +10,15 @@ database is read unchanged and rows polly writes keep upstream's conventions:
 * no column upstream lacks and no new NOT NULL column.
 
 Defaults are client-side as upstream's; the same defaults are also declared server-side (what upstream's
-SQLite migrations create), so raw inserts that omit a column get upstream's value too. The only additions
-are four indexes on the columns the hot paths filter by (see :data:`HOT_PATH_INDEXES`).
+SQLite migrations create: ``DEFAULT CURRENT_TIMESTAMP`` on ``created_at``, ``voted_at``, ``updated_at`` and
+``applied_at``, rendered as UTC on every dialect by :class:`UtcNow`), so raw inserts that omit a column get
+upstream's value too. The only additions are four indexes on the columns the hot paths filter by (see
+:data:`HOT_PATH_INDEXES`).
+
+Model behaviour is upstream's, including its edges: :meth:`Poll.get_winner` gives every option index when
+nobody voted and ``None`` with no options; :attr:`Poll.emojis` is ``[]`` when ``emojis_json`` is NULL;
+:attr:`Poll.options` raises on non-JSON ``options_json``; :func:`get_poll_emoji` gives ``❓`` out of range.
+The engine never relies on these properties: it reads rows through checked views.
 """
 
 from __future__ import annotations
@@ -19,10 +26,14 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text, false, text
+from sqlalchemy.ext.asyncio import AsyncAttrs
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +66,42 @@ def as_aware_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+#: What :func:`get_poll_emoji` gives for an index without a default letter (upstream's choice).
+UNKNOWN_EMOJI: Final = "\u2753"
+
+
 def get_poll_emoji(index: int) -> str:
-    """The default emoji for option ``index`` (0-based); out of range gives the first letter, as upstream."""
+    """The default emoji for option ``index`` (0-based): 🇦…🇯; out of range ``❓``, as upstream."""
     if 0 <= index < len(POLL_EMOJIS):
         return POLL_EMOJIS[index]
-    return POLL_EMOJIS[0]
+    return UNKNOWN_EMOJI
+
+
+class UtcNow(FunctionElement[datetime]):
+    """``CURRENT_TIMESTAMP`` as a server default, in UTC on every dialect (timestamps are naive UTC).
+
+    SQLite's ``CURRENT_TIMESTAMP`` is UTC already (upstream's DDL); PostgreSQL's and MariaDB's follow
+    the session time zone, so they get ``now() AT TIME ZONE 'utc'`` and ``UTC_TIMESTAMP()``.
+    """
+
+    type = DateTime()
+    inherit_cache = True
+
+
+@compiles(UtcNow)
+def _utc_now_default(_element: UtcNow, _compiler: SQLCompiler, **_kw: object) -> str:
+    return "CURRENT_TIMESTAMP"
+
+
+@compiles(UtcNow, "postgresql")
+def _utc_now_postgresql(_element: UtcNow, _compiler: SQLCompiler, **_kw: object) -> str:
+    return "(now() AT TIME ZONE 'utc')"
+
+
+@compiles(UtcNow, "mysql")
+@compiles(UtcNow, "mariadb")
+def _utc_now_mysql(_element: UtcNow, _compiler: SQLCompiler, **_kw: object) -> str:
+    return "(UTC_TIMESTAMP())"
 
 
 class TypeSafeColumn:
@@ -91,24 +133,32 @@ class TypeSafeColumn:
         return bool(value)
 
     @staticmethod
-    def get_datetime(obj: object, column: str, default: datetime | None = None) -> datetime | None:
-        """The value as an aware UTC datetime (naive values are UTC by convention), else ``default``."""
+    def get_datetime(obj: object, column: str, default: object = None) -> Any:
+        """A datetime as an aware one (naive values are UTC by convention); any other value as it is
+        (upstream: a raw string stays a string); ``None`` or a missing attribute gives ``default``."""
         value = getattr(obj, column, None)
         if isinstance(value, datetime):
             return as_aware_utc(value)
-        return default
+        return default if value is None else value
 
 
-class Base(DeclarativeBase):
-    """Declarative base of polly's (and upstream's) tables."""
+class Base(AsyncAttrs, DeclarativeBase):
+    """Declarative base of polly's (and upstream's) tables; ``AsyncAttrs`` as upstream's models have
+    (``await poll.awaitable_attrs.votes`` loads a relationship from async code)."""
 
 
-def _json_list(raw: str | None, what: str, row_id: int | None) -> list[str] | None:
+def _json_list(raw: str | None, what: str, row_id: int | None, *, strict: bool = False) -> list[str] | None:
+    """The JSON list in ``raw``; ``None`` when absent or (with a warning) not a list.
+
+    Not JSON at all: ``None`` with a warning, or with ``strict`` the :class:`json.JSONDecodeError`.
+    """
     if raw is None or raw == "":
         return None
     try:
         value = json.loads(raw)
     except ValueError:
+        if strict:
+            raise
         logger.warning("poll %s: %s is not valid JSON", row_id, what)
         return None
     if not isinstance(value, list):
@@ -149,7 +199,9 @@ class Poll(Base):
     multiple_choice: Mapped[bool | None] = mapped_column(Boolean, default=False, server_default=false())
     max_choices: Mapped[int | None] = mapped_column(Integer)
     open_immediately: Mapped[bool | None] = mapped_column(Boolean, default=False, server_default=false())
-    created_at: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow_naive)
+    created_at: Mapped[datetime | None] = mapped_column(
+        DateTime, default=utcnow_naive, server_default=UtcNow()
+    )
     status: Mapped[str | None] = mapped_column(
         String(20), default=STATUS_SCHEDULED, server_default=text("'scheduled'")
     )
@@ -160,8 +212,14 @@ class Poll(Base):
 
     @property
     def options(self) -> list[str]:
-        """The option texts; ``[]`` (and a warning) when ``options_json`` is not a JSON list."""
-        return _json_list(self.options_json, "options_json", self.id) or []
+        """The option texts; ``[]`` when ``options_json`` is NULL or empty.
+
+        Non-JSON ``options_json`` raises :class:`json.JSONDecodeError`, as upstream (a caller that
+        gets ``[]`` would take a corrupt poll for one without options); a JSON non-list gives ``[]``.
+        """
+        if not self.options_json:
+            return []
+        return _json_list(self.options_json, "options_json", self.id, strict=True) or []
 
     @options.setter
     def options(self, value: list[str]) -> None:
@@ -169,11 +227,12 @@ class Poll(Base):
 
     @property
     def emojis(self) -> list[str]:
-        """One emoji per option: the stored list, else upstream's default letters for the options."""
-        stored = _json_list(self.emojis_json, "emojis_json", self.id)
-        if stored is not None:
-            return stored
-        return [get_poll_emoji(i) for i in range(min(len(self.options), len(POLL_EMOJIS)))]
+        """The stored emojis; ``[]`` when ``emojis_json`` is NULL, empty or not a JSON list (upstream).
+
+        Callers that need one emoji per option fall back to :data:`POLL_EMOJIS` themselves, as
+        upstream's do.
+        """
+        return _json_list(self.emojis_json, "emojis_json", self.id) or []
 
     @emojis.setter
     def emojis(self, value: list[str]) -> None:
@@ -197,12 +256,13 @@ class Poll(Base):
         """Every vote row, counting each choice of a multiple-choice voter."""
         return len(self.votes)
 
-    def get_winner(self) -> list[int]:
-        """The option indexes with the most votes (ties give several); ``[]`` with no votes."""
+    def get_winner(self) -> list[int] | None:
+        """The option indexes with the most votes (ties give several), as upstream: with no votes every
+        option ties at 0, so every index; with no options ``None``."""
         results = self.get_results()
-        top = max(results.values(), default=0)
-        if top == 0:
-            return []
+        if not results:
+            return None
+        top = max(results.values())
         return [index for index, count in results.items() if count == top]
 
     def should_show_results(self) -> bool:
@@ -229,7 +289,7 @@ class Vote(Base):
     poll_id: Mapped[int] = mapped_column(Integer, ForeignKey("polls.id"))
     user_id: Mapped[str] = mapped_column(String(50))
     option_index: Mapped[int] = mapped_column(Integer)
-    voted_at: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow_naive)
+    voted_at: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow_naive, server_default=UtcNow())
 
     poll: Mapped[Poll] = relationship(back_populates="votes")
 
@@ -243,8 +303,12 @@ class User(Base):
     id: Mapped[str] = mapped_column(String(50), primary_key=True)
     username: Mapped[str] = mapped_column(String(100))
     avatar: Mapped[str | None] = mapped_column(String(500))
-    created_at: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow_naive)
-    updated_at: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow_naive, onupdate=utcnow_naive)
+    created_at: Mapped[datetime | None] = mapped_column(
+        DateTime, default=utcnow_naive, server_default=UtcNow()
+    )
+    updated_at: Mapped[datetime | None] = mapped_column(
+        DateTime, default=utcnow_naive, onupdate=utcnow_naive, server_default=UtcNow()
+    )
 
 
 class UserPreference(Base):
@@ -264,7 +328,11 @@ class UserPreference(Base):
     timezone_explicitly_set: Mapped[bool | None] = mapped_column(
         Boolean, default=False, server_default=false()
     )
-    updated_at: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow_naive, onupdate=utcnow_naive)
+    updated_at: Mapped[datetime | None] = mapped_column(
+        DateTime, default=utcnow_naive, onupdate=utcnow_naive, server_default=UtcNow()
+    )
+
+    user: Mapped[User] = relationship()
 
 
 class Guild(Base):
@@ -274,7 +342,9 @@ class Guild(Base):
     name: Mapped[str] = mapped_column(String(255))
     icon: Mapped[str | None] = mapped_column(String(500))
     owner_id: Mapped[str] = mapped_column(String(50))
-    updated_at: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow_naive, onupdate=utcnow_naive)
+    updated_at: Mapped[datetime | None] = mapped_column(
+        DateTime, default=utcnow_naive, onupdate=utcnow_naive, server_default=UtcNow()
+    )
 
 
 class Channel(Base):
@@ -285,7 +355,11 @@ class Channel(Base):
     name: Mapped[str] = mapped_column(String(255))
     type: Mapped[str] = mapped_column(String(50))
     position: Mapped[int | None] = mapped_column(Integer, default=0, server_default=text("0"))
-    updated_at: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow_naive, onupdate=utcnow_naive)
+    updated_at: Mapped[datetime | None] = mapped_column(
+        DateTime, default=utcnow_naive, onupdate=utcnow_naive, server_default=UtcNow()
+    )
+
+    guild: Mapped[Guild] = relationship()
 
 
 class SchemaMigration(Base):
@@ -295,4 +369,6 @@ class SchemaMigration(Base):
 
     version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     name: Mapped[str] = mapped_column(String(255))
-    applied_at: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow_naive)
+    applied_at: Mapped[datetime | None] = mapped_column(
+        DateTime, default=utcnow_naive, server_default=UtcNow()
+    )

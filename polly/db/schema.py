@@ -148,10 +148,11 @@ def _engine_for(target: Target) -> Iterator[tuple[Engine, str]]:
         yield target.sync_engine, target.redacted_url
         return
     url = parse_url(target) if isinstance(target, str) else target
-    raw = url.render_as_string(hide_password=False)
+    # Redact the URL as given: re-rendering a misparsed one could move part of the password elsewhere.
+    shown = redact_url(target) if isinstance(target, str) else url.render_as_string(hide_password=True)
     engine = create_engine(driver_url(url, "sync"), poolclass=NullPool)
     try:
-        yield engine, redact_url(raw)
+        yield engine, shown
     finally:
         engine.dispose()
 

@@ -49,7 +49,7 @@ def parse_url(raw: str) -> URL:
     """Parse ``raw``; a malformed URL is a :class:`ConfigError` that never echoes the URL's secrets."""
     try:
         return make_url(raw)
-    except ArgumentError as err:
+    except (ArgumentError, ValueError) as err:  # ValueError: a port that is not a number
         msg = (
             "database.url is not a valid URL (expected e.g. sqlite:///./db/polly.db or postgresql://host/db)"
         )
@@ -94,6 +94,7 @@ def pool_name(url: URL, role: Role) -> str:
     backend = backend_of(url)
     if backend == "sqlite":
         return f"{role}:sqlite:///{url.database or ':memory:'}"
-    host = url.host or "localhost"
+    # A host holding "@" is the tail of a password with an unescaped "@": never show it.
+    host = (url.host or "localhost").rpartition("@")[2]
     port = f":{url.port}" if url.port else ""
     return f"{role}:{backend}://{host}{port}/{url.database or ''}"

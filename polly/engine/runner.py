@@ -23,6 +23,7 @@ from typing import Any
 
 import psutil
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from polly.config import Settings
 from polly.db.engine import Database
@@ -33,7 +34,8 @@ from polly.engine.gateway import Gateway
 from polly.engine.sandbox import SandboxGateway
 from polly.engine.sandbox_voters import SandboxVoters
 from polly.engine.service import Engine, set_current_engine, utcnow_naive
-from polly.errors import PollyError, SchemaError
+from polly.errors import ConfigError, PollyError, SchemaError
+from polly.outages import OutageLog
 from polly.redis import current_redis
 from polly.redis_client import RedisClient
 from polly.supervisor import Readiness, Supervisor, ready_at_once
@@ -125,13 +127,17 @@ def _start_telemetry(settings: Settings, loop: asyncio.AbstractEventLoop) -> lis
     return handles
 
 
-def _status_line(engine: Engine, database: Database, counts: dict[str, int], rate: float) -> str:
+def _status_line(
+    engine: Engine, database: Database, counts: dict[str, int], rate: float, db_down_for: float | None = None
+) -> str:
     pools = database.engine_stats()
     used = sum(p.used for p in pools)
     limit = sum(p.max_connections for p in pools)
     s = engine.stats()
     rss = psutil.Process().memory_info().rss / 1_048_576
     states = " ".join(f"{k}={counts.get(k, 0)}" for k in ("scheduled", "active", "closed"))
+    if db_down_for is not None:  # the counts are the last ones read
+        states += f" (database unavailable for {db_down_for:.0f} s)"
     return (
         f"polls {states} | votes recorded={s.votes_recorded} | events/s={rate:.1f} "
         f"(queued {s.event_queue_depth}, dropped {s.events_dropped}) | rss={rss:.1f} MB "
@@ -142,15 +148,32 @@ def _status_line(engine: Engine, database: Database, counts: dict[str, int], rat
 async def _status_loop(engine: Engine, database: Database, interval: float, ready: Readiness) -> None:
     ready.ready()
     last_events, last_time = engine.votes.stats.events, time.monotonic()
+    outages, counts = OutageLog(status_logger), dict[str, int]()
     while True:
         await asyncio.sleep(interval)
-        async with database.async_session_scope() as session:
-            rows = await session.execute(select(Poll.status, func.count()).group_by(Poll.status))
-            counts = {str(status): int(n) for status, n in rows}
+        counts = await _status_counts(database, outages) or counts
         now, events = time.monotonic(), engine.votes.stats.events
         rate = (events - last_events) / max(now - last_time, 1e-9)
         last_events, last_time = events, now
-        status_logger.info("%s", _status_line(engine, database, counts, rate))
+        down = outages.down_for(STATUS_DB_CAUSE)
+        status_logger.info("%s", _status_line(engine, database, counts, rate, down))
+
+
+STATUS_DB_CAUSE = "database (status line)"
+
+
+async def _status_counts(database: Database, outages: OutageLog) -> dict[str, int] | None:
+    """Polls per status, or ``None`` while the database cannot answer: the status line goes on during
+    an outage, whose start, summary and end ``outages`` reports."""
+    try:
+        async with database.async_session_scope() as session:
+            rows = await session.execute(select(Poll.status, func.count()).group_by(Poll.status))
+            counts = {str(status): int(n) for status, n in rows}
+    except (PollyError, SQLAlchemyError, OSError) as err:
+        outages.failed(STATUS_DB_CAUSE, err)
+        return None
+    outages.succeeded(STATUS_DB_CAUSE)
+    return counts
 
 
 def build_gateway(settings: Settings, options: RunOptions) -> Gateway:
@@ -161,7 +184,7 @@ def build_gateway(settings: Settings, options: RunOptions) -> Gateway:
     token = settings.discord.token
     if token is None or not token.get_secret_value().strip():
         msg = "DISCORD_TOKEN is not set: set it to run against Discord, or use `polly run --sandbox`"
-        raise PollyError(msg)
+        raise ConfigError([msg])  # a settings problem: `polly run` exits 2
     from polly.engine.discord_adapter import DiscordGateway
 
     return DiscordGateway(

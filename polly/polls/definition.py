@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import emoji
+
 from polly.db.models import POLL_EMOJIS
 from polly.errors import PollValidationError
 
@@ -52,8 +54,17 @@ MIN_DURATION = timedelta(minutes=1)
 MAX_DURATION = timedelta(days=30)
 DEFAULT_DURATION = timedelta(hours=24)
 
-_SNOWFLAKE = re.compile(r"^[0-9]{15,21}$")
-_CUSTOM_EMOJI = re.compile(r"^<a?:[A-Za-z0-9_]{2,32}:[0-9]{15,21}>$")
+_SNOWFLAKE = re.compile(r"[0-9]{15,21}")
+_CUSTOM_EMOJI = re.compile(r"<a?:[A-Za-z0-9_]{2,32}:[0-9]{15,21}>")
+#: Discord ids are unsigned 64-bit integers.
+_MAX_SNOWFLAKE = 2**64 - 1
+#: The column holding the zone name is VARCHAR(50); the longest IANA name is 32 characters.
+MAX_TIMEZONE_LENGTH = 50
+#: Times (local) fall in [EARLIEST_TIME, LATEST_TIME), so arithmetic on them (zone conversion, the
+#: default close 24 hours later) never overflows the calendar.
+EARLIEST_TIME = datetime(1971, 1, 1)  # noqa: DTZ001 - naive, the zone is attached later
+LATEST_TIME = datetime(9000, 1, 1)  # noqa: DTZ001
+_ALLOWED_CONTROLS = frozenset("\t\n\r")
 
 FIELDS = (
     "name", "question", "options", "emojis", "server_id", "channel_id", "multiple_choice", "max_choices",
@@ -87,17 +98,31 @@ class PollDefinition:
 
 
 def is_valid_emoji(value: str) -> bool:
-    """A custom emoji ``<:name:id>`` / ``<a:name:id>``, or one Unicode emoji (sequence)."""
-    if _CUSTOM_EMOJI.match(value):
+    """What Discord accepts as a reaction: ``<:name:id>`` / ``<a:name:id>``, or exactly one emoji.
+
+    One emoji is one grapheme from Unicode's emoji list (the ``emoji`` package's data), with its
+    variation selector, skin tone or ZWJ sequence (``❤️``, ``👍🏽``, ``🏳️‍🌈``), or a single regional
+    indicator letter (🇦…🇿, upstream's default reactions). ``^``, ``°``, ``😀1`` or ``👍👎`` are not.
+    """
+    if _CUSTOM_EMOJI.fullmatch(value):
         return True
-    if not value or len(value) > 16 or any(ch.isspace() for ch in value):
-        return False
-    if any(ch.isascii() and ch.isalpha() for ch in value):
-        return False
-    return any(
-        unicodedata.category(ch) in ("So", "Sk") or 0x1F1E6 <= ord(ch) <= 0x1F1FF or ch == "\u20e3"
-        for ch in value
-    )
+    if len(value) == 1 and 0x1F1E6 <= ord(value) <= 0x1F1FF:
+        return True
+    return emoji.is_emoji(value)
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored as text on every database, or ``None``.
+
+    A lone surrogate cannot be encoded as UTF-8 (nor sent to Discord); NUL and other control
+    characters (except tab, newline and carriage return) are refused by PostgreSQL or mangled.
+    """
+    for ch in value:
+        if 0xD800 <= ord(ch) <= 0xDFFF:
+            return f"contains a lone surrogate (U+{ord(ch):04X}); text must be valid Unicode"
+        if unicodedata.category(ch) == "Cc" and ch not in _ALLOWED_CONTROLS:
+            return f"contains the control character U+{ord(ch):04X}; only tab and newlines are allowed"
+    return None
 
 
 def _absent(value: Any) -> bool:
@@ -126,6 +151,9 @@ class _Checker:
         if not isinstance(value, str):
             self.fail(field, f"must be a string, got {type(value).__name__}")
             return None
+        if (problem := text_problem(value)) is not None:
+            self.fail(field, problem)
+            return None
         if not low <= len(value.strip()) <= high:
             self.fail(field, f"must be {low}-{high} characters, got {len(value.strip())}")
             return None
@@ -146,18 +174,23 @@ class _Checker:
             return None
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
-        if not isinstance(value, str) or not _SNOWFLAKE.match(value):
-            self.fail(field, "must be a Discord id: 15-21 digits")
+        if not isinstance(value, str) or not _SNOWFLAKE.fullmatch(value) or int(value) > _MAX_SNOWFLAKE:
+            self.fail(field, "must be a Discord id: 15-21 digits, at most 18446744073709551615")
             return None
         return value
 
 
 def _short(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False)
+    """``value`` as JSON, cut to 80 characters, printable on any terminal (surrogates escaped)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (RecursionError, ValueError, TypeError):
+        text = f"<{type(value).__name__}>"
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _parse_local(checker: _Checker, field: str, zone: ZoneInfo | None) -> datetime | None:
+def _parse_local(checker: _Checker, field: str, zone: ZoneInfo | None) -> datetime | None:  # noqa: PLR0911
     value = checker.data.get(field)
     if _absent(value):
         return None
@@ -170,6 +203,9 @@ def _parse_local(checker: _Checker, field: str, zone: ZoneInfo | None) -> dateti
         checker.fail(field, "must be a time in the form YYYY-MM-DDTHH:MM (e.g. 2025-01-20T09:00)")
         return None
     if zone is None:
+        return None
+    if not EARLIEST_TIME <= local < LATEST_TIME:
+        checker.fail(field, f"must be from {EARLIEST_TIME.year} to {LATEST_TIME.year - 1}")
         return None
     aware = local.replace(tzinfo=zone)
     # A wall time skipped by a DST change does not survive the round trip through UTC.
@@ -200,7 +236,9 @@ def validate_poll(
     c = _Checker(where, merged)
     allowed = ", ".join(FIELDS)
     c.problems.extend(
-        f"{where}: {key}: unknown field; allowed: {allowed}" for key in data if key not in FIELDS
+        f"{where}: {key if str(key).isprintable() else _short(key)}: unknown field; allowed: {allowed}"
+        for key in data
+        if key not in FIELDS
     )
 
     name = c.text("name", 3, 255, required=True)
@@ -267,8 +305,9 @@ def _options(c: _Checker) -> list[str] | None:
         return None
     out: list[str] = []
     for i, option in enumerate(value):
-        if not isinstance(option, str) or not 1 <= len(option.strip()) <= 500:
-            rule = "must be a string of 1-500 characters"
+        problem = text_problem(option) if isinstance(option, str) else None
+        if not isinstance(option, str) or problem or not 1 <= len(option.strip()) <= 500:
+            rule = problem or "must be a string of 1-500 characters"
             c.problems.append(f"{c.where}: options[{i}]: {_short(option)}: {rule}")
         else:
             out.append(option.strip())
@@ -288,10 +327,10 @@ def _emojis(c: _Checker, options: list[str] | None) -> list[str] | None:
     if count is not None and len(emojis) != count:
         c.fail("emojis", f"must have exactly one emoji per option: {count} options, {len(emojis)} emojis")
         ok = False
-    for i, emoji in enumerate(emojis):
-        if not is_valid_emoji(emoji):
-            rule = "must be a Unicode emoji or <:name:id>"
-            c.problems.append(f"{c.where}: emojis[{i}]: {_short(emoji)}: {rule}")
+    for i, one in enumerate(emojis):
+        if not is_valid_emoji(one):
+            rule = "must be one emoji (as Discord accepts for a reaction) or <:name:id> / <a:name:id>"
+            c.problems.append(f"{c.where}: emojis[{i}]: {_short(one)}: {rule}")
             ok = False
     if len(set(emojis)) != len(emojis):
         c.fail("emojis", "must be distinct: a reaction has to map to one option")
@@ -323,9 +362,8 @@ def _times(c: _Checker, now: datetime, *, immediately: bool) -> tuple[datetime |
         c.fail("timezone", "must be an IANA time zone name such as US/Eastern or Europe/Berlin")
         tz_name = DEFAULT_TIMEZONE
     else:
-        try:
-            zone = ZoneInfo(tz_name)
-        except (ZoneInfoNotFoundError, ValueError):
+        zone = zone_or_none(tz_name)
+        if zone is None:
             c.fail("timezone", "is not a known IANA time zone name (e.g. US/Eastern, Europe/Berlin, UTC)")
     opened = _parse_local(c, "open_time", zone)
     closes = _parse_local(c, "close_time", zone)
@@ -360,6 +398,8 @@ def _read_json(path: Path) -> tuple[Any, list[str]]:
         return json.loads(text), []
     except json.JSONDecodeError as err:
         return None, [f"{path}: is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}"]
+    except RecursionError:
+        return None, [f"{path}: is nested too deeply to be a poll file (a poll needs 3 levels)"]
 
 
 def json_files(path: Path) -> list[Path]:
@@ -426,10 +466,28 @@ def to_json(
     }
 
 
-def format_local(naive_utc: datetime, tz_name: str) -> str:
-    """A naive-UTC time as ``YYYY-MM-DDTHH:MM`` in ``tz_name`` (UTC if the name is unknown)."""
+def zone_or_none(tz_name: str) -> ZoneInfo | None:
+    """The zone named ``tz_name``, or ``None`` for anything that is not one.
+
+    Besides unknown names, :class:`ZoneInfo` raises ``IsADirectoryError`` for a directory of the
+    zone database (``Europe``), ``OSError`` for a name too long for the file system and
+    ``ValueError`` for a path-like or NUL-holding name: all are "not a zone" here.
+    """
+    if not tz_name or len(tz_name) > MAX_TIMEZONE_LENGTH or text_problem(tz_name) is not None:
+        return None
     try:
-        zone: ZoneInfo = ZoneInfo(tz_name)
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = ZoneInfo("UTC")
-    return naive_utc.replace(tzinfo=UTC).astimezone(zone).strftime(TIME_FORMAT)
+        return ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+
+
+def format_local(naive_utc: datetime, tz_name: str) -> str:
+    """A naive-UTC time as ``YYYY-MM-DDTHH:MM`` in ``tz_name`` (UTC if the name is unknown).
+
+    A time too close to the ends of the calendar to convert is shown as UTC.
+    """
+    zone = zone_or_none(tz_name) or ZoneInfo("UTC")
+    try:
+        return naive_utc.replace(tzinfo=UTC).astimezone(zone).strftime(TIME_FORMAT)
+    except (OverflowError, ValueError):
+        return naive_utc.strftime(TIME_FORMAT)

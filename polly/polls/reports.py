@@ -31,10 +31,13 @@ MAX_VOTE_ROWS_SHOWN = 1000
 
 @dataclass(frozen=True, slots=True)
 class PollSummary:
-    """One line of :func:`list_polls`. Times are naive UTC; ``votes`` counts rows, ``voters`` users."""
+    """One line of :func:`list_polls`. Times are naive UTC; ``votes`` counts rows, ``voters`` users.
+
+    ``name`` is ``None`` for a legacy row without one (upstream's schema forbids it, raw SQL did not).
+    """
 
     id: int
-    name: str
+    name: str | None
     status: str
     open_time: datetime
     close_time: datetime
@@ -213,7 +216,8 @@ def show_poll(db: Database, poll_id: int) -> PollDetails:
             truncated = len(pairs) > MAX_VOTE_ROWS_SHOWN
             voters = {}
             for user_id, index in pairs[:MAX_VOTE_ROWS_SHOWN]:
-                voters.setdefault(str(user_id), []).append(int(index))
+                if 0 <= index < len(view.options):  # a vote for no option (-1, 99) names none
+                    voters.setdefault(str(user_id), []).append(int(index))
         creator, on_update = row.creator_id, bool(row.ping_role_on_update)
         immediately, created_at = bool(row.open_immediately), row.created_at
     counted = {i: n for i, n in per_option.items() if 0 <= i < len(view.options)}

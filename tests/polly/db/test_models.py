@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
 
 from polly.db.models import POLL_EMOJIS, Poll, TypeSafeColumn, Vote, as_aware_utc, get_poll_emoji
 from tests.polly.db.upstream import naive_utc
@@ -23,7 +26,10 @@ def test_results_winner_and_totals() -> None:
     assert p.get_total_vote_count() == 4
     tie = poll(["a", "b"], [("u1", 0), ("u2", 1)])
     assert tie.get_winner() == [0, 1]
-    assert poll(["a"], []).get_winner() == []
+    # upstream: with no votes every option ties at 0; with no options there is no winner at all
+    assert poll(["a", "b"], []).get_winner() == [0, 1]
+    assert poll([], []).get_winner() is None
+    assert poll([], [("u1", 0)]).get_winner() is None
 
 
 def test_multiple_choice_counts_distinct_voters() -> None:
@@ -32,15 +38,22 @@ def test_multiple_choice_counts_distinct_voters() -> None:
     assert p.get_total_vote_count() == 3
 
 
-def test_emojis_default_to_letters_and_bad_json_gives_empty_options() -> None:
+def test_emojis_and_options_as_upstream() -> None:
     p = poll(["a", "b"], [])
-    assert p.emojis == POLL_EMOJIS[:2]
+    assert p.emojis == []  # emojis_json NULL: upstream gives [], callers fall back to POLL_EMOJIS
     p.emojis = ["x", "y"]
     assert p.emojis_json == '["x", "y"]'
+    assert p.emojis == ["x", "y"]
     p.options_json = "{broken"
+    with pytest.raises(json.JSONDecodeError):
+        _ = p.options  # upstream raises: [] would pass a corrupt poll off as one without options
+    p.options_json = None  # type: ignore[assignment]
     assert p.options == []
+    assert get_poll_emoji(0) == POLL_EMOJIS[0]
     assert get_poll_emoji(3) == POLL_EMOJIS[3]
-    assert get_poll_emoji(99) == POLL_EMOJIS[0]
+    assert get_poll_emoji(10) == "\u2753"
+    assert get_poll_emoji(99) == "\u2753"
+    assert get_poll_emoji(-1) == "\u2753"
 
 
 def test_results_hidden_only_while_anonymous_and_open() -> None:
@@ -73,4 +86,6 @@ def test_type_safe_column() -> None:
     assert TypeSafeColumn.get_int(r, "junk", 5) == 5
     assert TypeSafeColumn.get_string(r, "nothing", "d") == "d"
     assert TypeSafeColumn.get_datetime(r, "when") == datetime(2025, 1, 1, tzinfo=UTC)
-    assert TypeSafeColumn.get_datetime(r, "junk") is None
+    assert TypeSafeColumn.get_datetime(r, "junk") == "x"  # upstream returns a non-datetime as it is
+    assert TypeSafeColumn.get_datetime(r, "nothing", "d") == "d"
+    assert TypeSafeColumn.get_datetime(r, "absent") is None

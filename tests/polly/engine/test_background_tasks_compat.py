@@ -33,7 +33,8 @@ async def test_functions_drive_the_running_engine(sqlite_url: str) -> None:
             await background_tasks.start_reaction_safeguard()
         finally:
             set_current_engine(None)
-    assert background_tasks.get_scheduler() is None
+    with pytest.raises(background_tasks.EngineNotRunningError, match="only inside `polly run`"):
+        background_tasks.get_scheduler()
     assert await background_tasks.start_scheduler() is False
     assert await background_tasks.restore_scheduled_jobs() == 0
 

@@ -54,6 +54,6 @@ async def test_sandbox_run_opens_polls_records_votes_and_stops(
 
 def test_run_without_a_token_says_what_to_do(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["run"], env={"DATABASE_URL": f"sqlite:///{tmp_path}/p.db"})
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a settings problem
     assert "DISCORD_TOKEN is not set" in result.stderr
     assert "polly run --sandbox" in result.stderr
