@@ -4,7 +4,10 @@ Start-up order: the database (a fresh one gets upstream's schema; an existing on
 schema check, else ``polly db upgrade`` is named), telemetry (the ``polly.telemetry`` entry point,
 when installed and enabled: polly itself never imports OpenTelemetry), the gateway (discord.py
 with ``DISCORD_TOKEN``, or the sandbox), then the engine's loops. SIGINT and SIGTERM stop it
-gracefully within ``engine.shutdown_timeout_seconds``.
+gracefully within ``engine.shutdown_timeout_seconds``, at any moment: during start-up (the
+database, the first connection to Discord) they abandon it at once and exit 0. A final refusal by
+Discord (a rejected ``DISCORD_TOKEN``, a disallowed intent) stops it the same way, and
+:func:`run` raises it. An unreachable Discord is waited for (with backoff) however long it takes.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 import random
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib.metadata import entry_points
@@ -29,6 +33,7 @@ from polly.db.engine import Database
 from polly.db.models import Poll
 from polly.db.schema import check_schema, create_schema
 from polly.engine.cache_sync import PollCacheInvalidator
+from polly.engine.discord_health import GatewayHealth
 from polly.engine.gateway import Gateway
 from polly.engine.sandbox import SandboxGateway
 from polly.engine.sandbox_voters import SandboxVoters
@@ -125,6 +130,37 @@ def _start_telemetry(settings: Settings, loop: asyncio.AbstractEventLoop) -> lis
     return handles
 
 
+class _Stopper:
+    """Stops :func:`run` from a signal or a final gateway failure.
+
+    Nothing in start-up waits for ``stop``, so while ``starting`` a request cancels the main task
+    (the ``finally`` blocks release what was opened); once running it sets ``stop``.
+    """
+
+    def __init__(self, stop: asyncio.Event, main: asyncio.Task[Any] | None) -> None:
+        self.stop = stop
+        self.starting = True
+        self.cancelled = False
+        self.fatal: PollyError | None = None
+        self._main = main
+
+    def request(self) -> None:
+        self.stop.set()
+        if self.starting and self._main is not None and not self.cancelled:
+            self.cancelled = True
+            self._main.cancel()
+
+    def refused(self, err: PollyError) -> None:
+        if self.fatal is None:
+            self.fatal = err
+        self.request()
+
+
+def _gateway_status(gateway: Gateway) -> str:
+    health = getattr(gateway, "health", None)
+    return health.status() if isinstance(health, GatewayHealth) else "gateway sandbox"
+
+
 def _status_line(engine: Engine, database: Database, counts: dict[str, int], rate: float) -> str:
     pools = database.engine_stats()
     used = sum(p.used for p in pools)
@@ -135,7 +171,7 @@ def _status_line(engine: Engine, database: Database, counts: dict[str, int], rat
     return (
         f"polls {states} | votes recorded={s.votes_recorded} | events/s={rate:.1f} "
         f"(queued {s.event_queue_depth}, dropped {s.events_dropped}) | rss={rss:.1f} MB "
-        f"| db pool used={used}/{limit}"
+        f"| db pool used={used}/{limit} | {_gateway_status(engine.gateway)}"
     )
 
 
@@ -153,8 +189,11 @@ async def _status_loop(engine: Engine, database: Database, interval: float, read
         status_logger.info("%s", _status_line(engine, database, counts, rate))
 
 
-def build_gateway(settings: Settings, options: RunOptions) -> Gateway:
-    """The sandbox, or discord.py with ``DISCORD_TOKEN`` (a clear error without one)."""
+def build_gateway(
+    settings: Settings, options: RunOptions, *, on_fatal: Callable[[PollyError], None] | None = None
+) -> Gateway:
+    """The sandbox, or discord.py with ``DISCORD_TOKEN`` (a clear error without one); ``on_fatal``
+    hears of a final refusal by Discord."""
     if options.sandbox:
         rng = random.Random()  # noqa: S311 - simulation, not cryptography
         return SandboxGateway(rng=rng, max_events=settings.engine.vote_queue_max)
@@ -165,7 +204,11 @@ def build_gateway(settings: Settings, options: RunOptions) -> Gateway:
     from polly.engine.discord_adapter import DiscordGateway
 
     return DiscordGateway(
-        token, api_base=settings.discord.api_base, max_events=settings.engine.vote_queue_max
+        token,
+        api_base=settings.discord.api_base,
+        gateway_url=settings.discord.gateway_url,
+        max_events=settings.engine.vote_queue_max,
+        on_fatal=on_fatal,
     )
 
 
@@ -177,10 +220,14 @@ async def run(settings: Settings, options: RunOptions, *, stop: asyncio.Event | 
     """
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
+    main = asyncio.current_task()
+    stopper = _Stopper(stop, main)
+    signals: list[signal.Signals] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    gateway = build_gateway(settings, options)
+            loop.add_signal_handler(sig, stopper.request)
+            signals.append(sig)
+    gateway = build_gateway(settings, options, on_fatal=stopper.refused)
     database = Database(settings.database)
     redis: RedisClient | None = None
     telemetry: list[Any] = []
@@ -193,8 +240,16 @@ async def run(settings: Settings, options: RunOptions, *, stop: asyncio.Event | 
         invalidate = PollCacheInvalidator(redis) if redis is not None else None
         engine = Engine(settings, database, gateway, on_poll_changed=invalidate)
         set_current_engine(engine)
-        await _serve(engine, database, gateway, options, stop)
+        await _serve(engine, database, gateway, options, stopper)
+    except asyncio.CancelledError:
+        if not stopper.cancelled or main is None:
+            raise
+        main.uncancel()
+        if stopper.fatal is None:
+            logger.info("stopped during start-up")
     finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
         set_current_engine(None)
         if engine is not None:
             engine.close()
@@ -204,10 +259,12 @@ async def run(settings: Settings, options: RunOptions, *, stop: asyncio.Event | 
         if redis is not None:
             await redis.disconnect()
         await database.dispose()
+    if stopper.fatal is not None:
+        raise stopper.fatal
 
 
 async def _serve(
-    engine: Engine, database: Database, gateway: Gateway, options: RunOptions, stop: asyncio.Event
+    engine: Engine, database: Database, gateway: Gateway, options: RunOptions, stopper: _Stopper
 ) -> None:
     """The supervised part of :func:`run`: every loop, until ``stop`` or the duration."""
     cfg = engine.settings.engine
@@ -232,10 +289,18 @@ async def _serve(
         sup.start_loop(
             "status", lambda ready: _status_loop(engine, database, cfg.status_interval_seconds, ready)
         )
+        # Discord may be unreachable for a while: that is waited out (and said once by the
+        # gateway); the rest of start-up is then bounded.
+        await gateway.wait_until_ready()
         await sup.wait_ready(cfg.startup_timeout_seconds)
+        stopper.starting = False
+        if stopper.stop.is_set():
+            logger.info("stopping")
+            await sup.shutdown(cfg.shutdown_timeout_seconds)
+            return
         logger.info("polly is running (replica %s); Ctrl-C stops it", engine.replica)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), options.duration_seconds)
+            await asyncio.wait_for(stopper.stop.wait(), options.duration_seconds)
         logger.info("stopping")
         stuck = await sup.shutdown(cfg.shutdown_timeout_seconds)
         if stuck:
