@@ -32,7 +32,7 @@ CLOSE_INVALID_API_VERSION = 4012
 CLOSE_DISALLOWED_INTENTS = 4014
 
 
-@dataclass
+@dataclass(eq=False)
 class _Connection:
     ws: web.WebSocketResponse
     compressor: Any | None  # zlib compressobj for zlib-stream
@@ -40,7 +40,7 @@ class _Connection:
     session: Session | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class Session:
     id: str
     intents: int

@@ -33,6 +33,7 @@ from tests.discord_standin.model import (
 API_PREFIX = "/api/v10"
 Dispatch = Callable[[str, dict[str, Any], int], None]  # (event, data, intent it needs)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+BODY = web.RequestKey("standin_body", object)  # the request's decoded body, read once
 
 
 class DiscordHTTPError(Exception):
@@ -112,7 +113,7 @@ class RestApi:
         key = f"{request.method} {request.path.removeprefix(API_PREFIX)}"
         if request.headers.get("Authorization") != f"Bot {self.token}":
             return json_response({"message": "401: Unauthorized", "code": 0}, status=401), None
-        bucket = "reactions" if "/reactions" in route else route
+        bucket = "reactions" if "/reactions" in route and request.method != "GET" else route
         major = request.match_info.get("cid") or request.match_info.get("gid") or ""
         headers, retry = self.limiter.check(bucket, major)
         fault = next((f for f in self.faults if f.match in key), None)
@@ -121,7 +122,7 @@ class RestApi:
         if retry is not None:
             data, extra = rate_limited(retry)
             return json_response(data, status=429, headers={**headers, **extra}), retry
-        request["standin_body"] = body
+        request[BODY] = body
         try:
             response = await handler(request)
         except DiscordHTTPError as err:
@@ -197,7 +198,7 @@ class RestApi:
         })  # fmt: skip
 
     async def _dm_channel(self, request: web.Request) -> web.Response:
-        uid = int(request["standin_body"]["recipient_id"])
+        uid = int(request[BODY]["recipient_id"])
         if uid not in self.world.users:
             raise DiscordHTTPError(400, "Invalid Recipient(s)", 50033)
         return json_response(self.world.dm_channel(uid).payload(self.world.users))
@@ -209,7 +210,7 @@ class RestApi:
 
     async def _send(self, request: web.Request) -> web.Response:
         channel = self._channel_of(request)
-        body: dict[str, Any] = request["standin_body"] or {}
+        body: dict[str, Any] = request[BODY] or {}
         if channel.type == 1 and channel.recipient in self.world.closed_dms:
             raise DiscordHTTPError(403, "Cannot send messages to this user", 50007)
         content, embeds, files = body.get("content") or "", body.get("embeds") or [], body.get("_files", [])
@@ -229,7 +230,7 @@ class RestApi:
         return json_response(self.world.message_payload(self._message_of(request)))
 
     async def _edit(self, request: web.Request) -> web.Response:
-        msg, body = self._message_of(request), request["standin_body"] or {}
+        msg, body = self._message_of(request), request[BODY] or {}
         _check_form(body.get("content", msg.content) or "", body.get("embeds", msg.embeds) or [])
         if "content" in body:
             msg.content = body["content"] or ""
