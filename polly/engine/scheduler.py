@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from polly.engine.embeds import poll_embed, results_message
+from polly.engine.embeds import poll_embed
+from polly.engine.finalizer import Finalizer
 from polly.engine.gateway import MAX_REACTIONS_PER_MESSAGE, AllowedMentions, Gateway
 from polly.engine.store import PollStore, claim_time, claim_token
 from polly.engine.views import CorruptPollError, PollView
-from polly.errors import ForbiddenError, GatewayError, NotFoundError, RateLimitedError, ServerError
+from polly.errors import ForbiddenError, GatewayError, NotFoundError, RateLimitedError
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +68,6 @@ def is_permanent(err: GatewayError) -> bool:
     return type(err) is GatewayError
 
 
-#: Backoff of a final edit that failed with 404: first retry after 2 s, doubling up to 5 minutes.
-FINAL_RETRY_INITIAL_SECONDS = 2.0
-FINAL_RETRY_MAX_SECONDS = 300.0
-
-
 class PollScheduler:
     """Opens and closes polls as the database says, safely beside other replicas."""
 
@@ -92,7 +88,6 @@ class PollScheduler:
         on_closed: Callable[[int], Awaitable[None]] | None = None,
         image_root: Path = Path(),
     ) -> None:
-        self._on_closed = on_closed
         self._image_root = image_root
         self._store = store
         self._monotonic = monotonic
@@ -113,13 +108,12 @@ class PollScheduler:
         # Our own failed posts, retried with backoff (poll id -> (due monotonic, failures)); other
         # replicas' claims wait for the lease, since only a crash leaves them behind.
         self._retry_post: dict[int, tuple[float, int]] = {}
-        # Closed polls whose final embed failed -> (ping still due, ping only unless done elsewhere)
-        self._unfinalized: dict[int, tuple[bool, bool]] = {}
         self._needs_reactions: dict[int, None] = {}  # posted polls still missing some reactions
         self._permanent: dict[int, None] = {}  # polls whose reactions Discord refused for good (bounded)
-        # Final edits answered 404: poll id -> (first 404, next try monotonic, failures); bounded as
-        # _unfinalized is.
-        self._final_gone: dict[int, tuple[datetime, float, int]] = {}
+        self.finals = Finalizer(
+            store, gateway, clock=clock, monotonic=monotonic, orphan_after=orphan_after,
+            max_pending=max_known, on_closed=on_closed, on_rate_limited=self._hold,
+        )  # fmt: skip
         self._following = False
         self.stats = SchedulerStats()
 
@@ -148,14 +142,12 @@ class PollScheduler:
         for poll_id in await self._store.due_to_close(now, self._batch):
             await self._guarded(poll_id, self._close_one(poll_id, reason="close time reached"))
         await self._ensure_reactions()
-        for poll_id, (ping, unless_done) in list(self._unfinalized.items()):
+        for poll_id, ping, unless_done in self.finals.pending():
             view = await self._safe_view(poll_id)
-            gone = self._final_gone.get(poll_id)
             if view is None or view.status != "closed":
-                self._unfinalized.pop(poll_id, None)
-                self._final_gone.pop(poll_id, None)
-            elif not self._held(view.channel_id) and (gone is None or gone[1] <= self._monotonic()):
-                await self._guarded(poll_id, self.finalize(view, ping=ping, unless_done=unless_done))
+                self.finals.forget(poll_id)
+            elif not self._held(view.channel_id) and self.finals.due(poll_id):
+                await self._guarded(poll_id, self.finals.finalize(view, ping=ping, unless_done=unless_done))
         await self._follow_external_changes()
 
     def _held(self, channel_id: int) -> bool:
@@ -386,71 +378,8 @@ class PollScheduler:
         return True
 
     async def finalize(self, poll: PollView, *, ping: bool, unless_done: bool = False) -> None:
-        """Show the final results and clear the reactions; idempotent except the optional role ping.
-
-        ``unless_done`` is for a poll closed elsewhere, which every replica following it sees: the
-        ping goes only from a replica that still finds the bot's reactions on the message (the
-        first to finalize clears them), so replicas ping once, short of two finalizing within
-        the same round trip.
-        """
-        if self._on_closed is not None:
-            await self._on_closed(poll.id)
-        if poll.message_id is None:
-            return
-        results, voters = await self._store.results(poll.id)
-        self._unfinalized.pop(poll.id, None)
-        try:
-            if ping and unless_done:
-                message = await self._gateway.fetch_message(poll.channel_id, poll.message_id)
-                ping, unless_done = any(r.me for r in message.reactions), False
-            await self._gateway.edit_message(
-                poll.channel_id, poll.message_id, embed=poll_embed(poll, results, closed=True, voters=voters)
-            )
-            await self._gateway.clear_reactions(poll.channel_id, poll.message_id)
-        except (RateLimitedError, ServerError) as err:
-            # Transient: the final embed is shown on a later tick (bounded by the polls followed).
-            if isinstance(err, RateLimitedError):
-                self._hold(poll.channel_id, err)
-            if len(self._unfinalized) < self._max_known:
-                self._unfinalized[poll.id] = (ping, unless_done)
-            return
-        except NotFoundError:
-            if self._final_not_found(poll.id, ping=ping, unless_done=unless_done):
-                return
-        except ForbiddenError as err:
-            logger.warning("poll %s: cannot edit or clear its message: %s", poll.id, err)
-        else:
-            self._final_gone.pop(poll.id, None)
-        if ping and poll.ping_role_enabled and poll.ping_role_on_close and poll.ping_role_id is not None:
-            text = results_message(poll, results)
-            try:
-                await self._gateway.send_message(
-                    poll.channel_id,
-                    content=f"<@&{poll.ping_role_id}> {text}",
-                    allowed_mentions=AllowedMentions(roles=(poll.ping_role_id,)),
-                )
-            except ForbiddenError:
-                await self._gateway.send_message(poll.channel_id, content=text)
-
-    def _final_not_found(self, poll_id: int, *, ping: bool, unless_done: bool) -> bool:
-        """A 404 on the final edit: ``True`` while it is retried (with backoff), ``False`` once 404s
-        have lasted ``orphan_after`` and the message counts as gone."""
-        now = self._clock()
-        first, _due, failures = self._final_gone.get(poll_id, (now, 0.0, 0))
-        if now - first < self._orphan_after and len(self._unfinalized) < self._max_known:
-            delay = min(FINAL_RETRY_INITIAL_SECONDS * 2**failures, FINAL_RETRY_MAX_SECONDS)
-            self._final_gone[poll_id] = (first, self._monotonic() + delay, failures + 1)
-            self._unfinalized[poll_id] = (ping, unless_done)
-            if failures == 0:
-                logger.info(
-                    "poll %s: its message answered 404 to the final edit; retried with backoff", poll_id
-                )
-            return True
-        self._final_gone.pop(poll_id, None)
-        logger.warning(
-            "poll %s: its message is gone (404 for %s); closed without editing it", poll_id, now - first
-        )
-        return False
+        """Show the final results and clear the reactions (see :meth:`Finalizer.finalize`)."""
+        await self.finals.finalize(poll, ping=ping, unless_done=unless_done)
 
     def _remember(self, poll_id: int, channel_id: int) -> None:
         if poll_id in self._known_active or len(self._known_active) < self._max_known:
