@@ -185,7 +185,7 @@ class DiscordSettings(_Section):
     api_base: str | None = Field(None, description="override Discord's REST base URL (tests, proxies)")
     gateway_url: str | None = Field(
         None,
-        description="override Discord's gateway websocket URL; unset with api_base set: GET {api_base}/gateway/bot",
+        description="override Discord's gateway URL (unset with api_base: GET {api_base}/gateway/bot)",
     )
 
 

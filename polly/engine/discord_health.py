@@ -162,9 +162,9 @@ def describe_failure(exc: BaseException | None) -> str:
     if exc is None:
         return "unknown error"
     status = getattr(exc, "status", None)
-    code = getattr(exc, "code", None)
-    if isinstance(status, int):
+    if isinstance(status, int):  # first: aiohttp's handshake error warns on reading .code
         return f"{type(exc).__name__} (HTTP {status})"
+    code = getattr(exc, "code", None)
     if isinstance(code, int):
         return f"{type(exc).__name__} (close code {code})"
     return type(exc).__name__

@@ -33,7 +33,7 @@ from tests.discord_standin.model import (
 API_PREFIX = "/api/v10"
 Dispatch = Callable[[str, dict[str, Any], int], None]  # (event, data, intent it needs)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-BODY = web.RequestKey("standin_body", object)  # the request's decoded body, read once
+BODY = web.RequestKey("standin_body", dict[str, Any])  # the decoded JSON body, read once
 
 
 class DiscordHTTPError(Exception):
@@ -122,7 +122,7 @@ class RestApi:
         if retry is not None:
             data, extra = rate_limited(retry)
             return json_response(data, status=429, headers={**headers, **extra}), retry
-        request[BODY] = body
+        request[BODY] = body if isinstance(body, dict) else {}
         try:
             response = await handler(request)
         except DiscordHTTPError as err:
@@ -210,7 +210,7 @@ class RestApi:
 
     async def _send(self, request: web.Request) -> web.Response:
         channel = self._channel_of(request)
-        body: dict[str, Any] = request[BODY] or {}
+        body = request[BODY]
         if channel.type == 1 and channel.recipient in self.world.closed_dms:
             raise DiscordHTTPError(403, "Cannot send messages to this user", 50007)
         content, embeds, files = body.get("content") or "", body.get("embeds") or [], body.get("_files", [])
@@ -230,7 +230,7 @@ class RestApi:
         return json_response(self.world.message_payload(self._message_of(request)))
 
     async def _edit(self, request: web.Request) -> web.Response:
-        msg, body = self._message_of(request), request[BODY] or {}
+        msg, body = self._message_of(request), request[BODY]
         _check_form(body.get("content", msg.content) or "", body.get("embeds", msg.embeds) or [])
         if "content" in body:
             msg.content = body["content"] or ""

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, insert, select, text
 from sqlalchemy.engine import Engine
 
 from polly.db.models import Poll, Vote
@@ -48,7 +48,9 @@ def polly_env(standin: DiscordStandin | None, db_url: str, **extra: str) -> dict
 class PollyProcess:
     """One ``polly`` subprocess; its combined output is collected line by line."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, reader: asyncio.Task[None], lines: list[str]) -> None:
+    def __init__(
+        self, proc: asyncio.subprocess.Process, reader: asyncio.Task[None], lines: list[str]
+    ) -> None:
         self.proc = proc
         self._reader = reader
         self.lines = lines
@@ -72,9 +74,9 @@ class PollyProcess:
     def output(self) -> str:
         return "\n".join(self.lines)
 
-    async def wait_for_line(self, pattern: str, timeout: float = 30.0) -> str:
+    async def wait_for_line(self, pattern: str, within: float = 30.0) -> str:
         regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             for line in self.lines:
                 if regex.search(line):
@@ -82,19 +84,19 @@ class PollyProcess:
             if self.proc.returncode is not None:
                 break
             await asyncio.sleep(0.05)
-        msg = f"no line matching {pattern!r} within {timeout} s; output:\n{self.output}"
+        msg = f"no line matching {pattern!r} within {within} s; output:\n{self.output}"
         raise AssertionError(msg)
 
     def signal(self, sig: signal.Signals = signal.SIGINT) -> None:
         self.proc.send_signal(sig)
 
-    async def wait(self, timeout: float = 20.0) -> int:
+    async def wait(self, within: float = 20.0) -> int:
         try:
-            rc = await asyncio.wait_for(self.proc.wait(), timeout)
+            rc = await asyncio.wait_for(self.proc.wait(), within)
         except TimeoutError:
             self.proc.kill()
             await self.proc.wait()
-            msg = f"polly did not exit within {timeout} s; output:\n{self.output}"
+            msg = f"polly did not exit within {within} s; output:\n{self.output}"
             raise AssertionError(msg) from None
         await self._reader
         return rc
@@ -109,9 +111,9 @@ class PollyProcess:
             await self._reader
 
 
-async def polly_cli(env: Mapping[str, str], *args: str, timeout: float = 30.0) -> tuple[int, str]:
+async def polly_cli(env: Mapping[str, str], *args: str, within: float = 30.0) -> tuple[int, str]:
     process = await PollyProcess.start(env, *args)
-    rc = await process.wait(timeout)
+    rc = await process.wait(within)
     return rc, process.output
 
 
@@ -138,8 +140,10 @@ class Rows:
         if "emojis" in row:
             row["emojis_json"] = json.dumps(row.pop("emojis"))
         with self.engine.begin() as conn:
-            result = conn.execute(Poll.__table__.insert().values(**row))
-            return int(result.inserted_primary_key[0])
+            result = conn.execute(insert(Poll).values(**row))
+            key = result.inserted_primary_key
+            assert key is not None
+            return int(key[0])
 
     def message_id(self, poll_id: int) -> int | None:
         with self.engine.connect() as conn:
@@ -163,10 +167,12 @@ class Rows:
             return int(conn.execute(text("SELECT count(*) FROM votes")).scalar_one())
 
 
-async def eventually(check: Callable[[], bool], what: str, timeout: float = 20.0, *, context: Callable[[], str] = str) -> None:
-    deadline = time.monotonic() + timeout
+async def eventually(
+    check: Callable[[], bool], what: str, within: float = 20.0, *, context: Callable[[], str] = str
+) -> None:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if check():
             return
         await asyncio.sleep(0.1)
-    raise AssertionError(f"not within {timeout} s: {what}\n{context()}")
+    raise AssertionError(f"not within {within} s: {what}\n{context()}")

@@ -21,7 +21,10 @@ async def test_a_second_replica_posts_nothing_twice(postgres_url: str) -> None:
         polls = [rows.add_poll(discord, name=f"P{i}", multiple_choice=True, max_choices=3) for i in range(3)]
         env = polly_env(discord, postgres_url)
         replicas = [await PollyProcess.start(env), await PollyProcess.start(env)]
-        out = lambda: "\n---\n".join(r.output for r in replicas)  # noqa: E731
+
+        def out() -> str:
+            return "\n---\n".join(r.output for r in replicas)
+
         try:
             await eventually(lambda: all(rows.message_id(p) for p in polls), "all posted", 40, context=out)
             messages = [rows.message_id(p) for p in polls]
@@ -38,7 +41,7 @@ async def test_a_second_replica_posts_nothing_twice(postgres_url: str) -> None:
             expected = {u.id: {0, 2} for u in users}
             await eventually(lambda: all(rows.votes(p) == expected for p in polls), "votes", context=out)
             for replica in replicas:  # both are running and connected
-                await replica.wait_for_line(r"gateway connected", timeout=10)
+                await replica.wait_for_line(r"gateway connected", within=10)
             for replica in replicas:
                 replica.signal(signal.SIGINT)
             codes = [await r.wait(20) for r in replicas]
@@ -71,24 +74,34 @@ async def test_no_call_inside_a_reaction_routes_retry_after_window(sqlite_url: s
         poll_id = rows.add_poll(discord)  # single choice: polly removes each voter's reaction
         polly = await PollyProcess.start(polly_env(discord, sqlite_url))
         try:
-            await eventually(lambda: rows.message_id(poll_id) is not None, "posted", context=lambda: polly.output)
+            await eventually(
+                lambda: rows.message_id(poll_id) is not None, "posted", context=lambda: polly.output
+            )
             message = rows.message_id(poll_id)
             assert message is not None
-            await eventually(lambda: len(discord.reactors(message, C)) == 1, "reactions", context=lambda: polly.output)
+            await eventually(
+                lambda: len(discord.reactors(message, C)) == 1, "reactions", context=lambda: polly.output
+            )
             retry_after = 2.0
             route = f"DELETE /channels/{discord.channel.id}/messages/{message}/reactions/"
             discord.rate_limit(route, retry_after, times=2, via=not edge)
             for user in users:
                 discord.react(user, message, B)
             expected = {u.id: {1} for u in users}
-            await eventually(lambda: rows.votes(poll_id) == expected, "votes", 30, context=lambda: polly.output)
+            await eventually(
+                lambda: rows.votes(poll_id) == expected, "votes", 30, context=lambda: polly.output
+            )
             await eventually(lambda: discord.reactors(message, B) == [discord.world.bot.id], "removed", 30)
             polly.signal(signal.SIGINT)
             assert await polly.wait(20) == 0
         finally:
             await polly.stop()
             rows.close()
-    bucket = [s for s in discord.rest.log.entries if f"/messages/{message}/reactions" in s.path and s.method != "GET"]
+    bucket = [
+        s
+        for s in discord.rest.log.entries
+        if f"/messages/{message}/reactions" in s.path and s.method != "GET"
+    ]
     limited = [s for s in bucket if s.status == 429]
     assert len([s for s in limited if s.retry_after == 2.0]) == 2  # the injected ones (others: real limits)
     for hit in limited:

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from tests.discord_standin import DiscordStandin
+from tests.discord_standin.model import User
 from tests.e2e.polly_process import PollyProcess, Rows, eventually, polly_cli, polly_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
@@ -35,7 +36,16 @@ async def test_polls_votes_outages_close_and_sigint(db: str, request: pytest.Fix
         polly = await PollyProcess.start(polly_env(discord, url))
         started = time.monotonic()
         try:
-            await _scenario(discord, rows, polly, single, multi, users, role.id, url)
+            await _scenario(
+                discord,
+                rows=rows,
+                polly=polly,
+                single=single,
+                multi=multi,
+                users=users,
+                role_id=role.id,
+                url=url,
+            )
         finally:
             await polly.stop()
             rows.close()
@@ -44,26 +54,33 @@ async def test_polls_votes_outages_close_and_sigint(db: str, request: pytest.Fix
 
 async def _scenario(  # noqa: PLR0915 - one story, told in order
     discord: DiscordStandin,
+    *,
     rows: Rows,
     polly: PollyProcess,
     single: int,
     multi: int,
-    users: list,  # type: ignore[type-arg]
+    users: list[User],
     role_id: int,
     url: str,
 ) -> None:
     out = lambda: polly.output  # noqa: E731
     # 1. Both scheduled polls open: posted, with their reactions, ping on open.
-    await eventually(lambda: rows.message_id(single) and rows.message_id(multi), "both polls posted", context=out)
+    await eventually(
+        lambda: bool(rows.message_id(single) and rows.message_id(multi)), "both polls posted", context=out
+    )
     m1, m2 = rows.message_id(single), rows.message_id(multi)
-    assert m1 is not None and m2 is not None
+    assert m1 is not None
+    assert m2 is not None
     bot = discord.world.bot.id
     await eventually(
-        lambda: all(discord.reactors(m, e) == [bot] for m in (m1, m2) for e in (A, B, C)), "reactions", context=out
+        lambda: all(discord.reactors(m, e) == [bot] for m in (m1, m2) for e in (A, B, C)),
+        "reactions",
+        context=out,
     )
     assert discord.rest.log.matching("GET", "/gateway/bot")
     opened = discord.world.messages[m1]
-    assert opened.content.startswith(f"<@&{role_id}>") and opened.mention_roles == [role_id]
+    assert opened.content.startswith(f"<@&{role_id}>")
+    assert opened.mention_roles == [role_id]
 
     # 2. Votes: adds, a change of mind on single choice, multiple choice over max_choices, a removal.
     u = users
@@ -86,7 +103,9 @@ async def _scenario(  # noqa: PLR0915 - one story, told in order
     await eventually(lambda: discord.reactors(m1, A) == [bot] and discord.reactors(m1, B) == [bot], "removed")
     await eventually(lambda: discord.reactors(m2, C) == [bot], "rejected reaction removed")
     # Coalesced: fewer results edits than vote changes, and the last one shows the counts.
-    await eventually(lambda: "3 voters" in str(discord.world.messages[m1].embeds), "results embed", context=out)
+    await eventually(
+        lambda: "3 voters" in str(discord.world.messages[m1].embeds), "results embed", context=out
+    )
     edits_m1 = len(discord.rest.log.matching("PATCH", f"/messages/{m1}"))
     assert 1 <= edits_m1 < 4, edits_m1  # 4 vote changes on the single-choice poll
 
@@ -104,12 +123,14 @@ async def _scenario(  # noqa: PLR0915 - one story, told in order
     discord.gateway.accepting = False
     discord.gateway.invalidate(resumable=False)
     discord.react(u[4], m1, B)
-    await polly.wait_for_line(r"Discord unreachable since", timeout=20)
+    await polly.wait_for_line(r"Discord unreachable since", within=20)
     discord.gateway.accepting = True
-    await eventually(lambda: discord.gateway.counters.identifies > identifies, "re-identified", 40, context=out)
+    await eventually(
+        lambda: discord.gateway.counters.identifies > identifies, "re-identified", 40, context=out
+    )
     await eventually(lambda: rows.votes(single).get(u[4].id) == {1}, "repaired vote", context=out)
-    await polly.wait_for_line(r"Discord reachable again after", timeout=10)
-    await polly.wait_for_line(r"gateway connected \(latency \d+ ms, [1-9]\d* reconnects\)", timeout=10)
+    await polly.wait_for_line(r"Discord reachable again after", within=10)
+    await polly.wait_for_line(r"gateway connected \(latency \d+ ms, [1-9]\d* reconnects\)", within=10)
 
     # 5. `polly poll close`: final embed, reactions cleared, the role pinged with the results.
     rc, cli_out = await polly_cli(polly_env(discord, url), "poll", "close", str(single))
@@ -126,7 +147,8 @@ async def _scenario(  # noqa: PLR0915 - one story, told in order
     # 6. SIGINT: a clean exit 0.
     polly.signal(signal.SIGINT)
     assert await polly.wait(20) == 0, polly.output
-    assert "polly is running" in polly.output and "stopping" in polly.output
+    assert "polly is running" in polly.output
+    assert "stopping" in polly.output
     assert polly.output.count("Discord unreachable since") == 1
     _clean(polly.output)
     assert len(discord.messages_in()) == 3  # two polls (one pinging on open), one close ping: nothing twice

@@ -25,11 +25,11 @@ def _one_error_line(output: str) -> str:
     return errors[0]
 
 
-async def _run_until_exit(env: dict[str, str], timeout: float = 20.0) -> tuple[int, str, float]:
+async def _run_until_exit(env: dict[str, str], within: float = 20.0) -> tuple[int, str, float]:
     started = time.monotonic()
     polly = await PollyProcess.start(env)
     try:
-        rc = await polly.wait(timeout)
+        rc = await polly.wait(within)
     finally:
         await polly.stop()
     return rc, polly.output, time.monotonic() - started
@@ -41,7 +41,8 @@ async def test_a_rejected_token_exits_at_once_naming_discord_token(sqlite_url: s
         rc, output, seconds = await _run_until_exit(env)
     assert rc == 1, output
     line = _one_error_line(output)
-    assert "DISCORD_TOKEN" in line and "HTTP 401" in line
+    assert "DISCORD_TOKEN" in line
+    assert "HTTP 401" in line
     assert "not-the-bot-token" not in output
     assert seconds < 15, seconds
     assert len(discord.rest.log.matching("GET", "/users/@me")) == 1  # not retried
@@ -54,7 +55,8 @@ async def test_gateway_close_code_4004_exits_naming_discord_token(sqlite_url: st
         rc, output, seconds = await _run_until_exit(env)
     assert rc == 1, output
     line = _one_error_line(output)
-    assert "DISCORD_TOKEN" in line and "4004" in line
+    assert "DISCORD_TOKEN" in line
+    assert "4004" in line
     assert discord.gateway.counters.identifies == 1
     assert not discord.rest.log.matching("GET", "/gateway/bot")  # gateway_url given: not asked
     assert seconds < 15, seconds
@@ -66,7 +68,9 @@ async def test_close_code_4014_exits_naming_the_intents(sqlite_url: str) -> None
         rc, output, _ = await _run_until_exit(polly_env(discord, sqlite_url))
     assert rc == 1, output
     line = _one_error_line(output)
-    assert "4014" in line and "guild_reactions" in line and "Privileged Gateway Intents" in line
+    assert "4014" in line
+    assert "guild_reactions" in line
+    assert "Privileged Gateway Intents" in line
 
 
 def _free_port() -> int:
@@ -77,10 +81,12 @@ def _free_port() -> int:
 
 async def test_sigterm_during_start_up_stops_at_once(sqlite_url: str) -> None:
     port = _free_port()  # nothing listens: Discord is unreachable
-    env = polly_env(None, sqlite_url, DISCORD_TOKEN="t", POLLY_DISCORD__API_BASE=f"http://127.0.0.1:{port}/api/v10")
+    env = polly_env(
+        None, sqlite_url, DISCORD_TOKEN="t", POLLY_DISCORD__API_BASE=f"http://127.0.0.1:{port}/api/v10"
+    )
     polly = await PollyProcess.start(env)
     try:
-        await polly.wait_for_line("Discord unreachable since", timeout=20)
+        await polly.wait_for_line("Discord unreachable since", within=20)
         await asyncio.sleep(2)
         sent = time.monotonic()
         polly.signal(signal.SIGTERM)
@@ -103,13 +109,15 @@ async def test_an_unreachable_discord_is_waited_for_and_said_once(sqlite_url: st
     env = polly_env(discord, sqlite_url)  # api_base on the port nobody listens on yet
     polly = await PollyProcess.start(env)
     try:
-        await polly.wait_for_line("Discord unreachable since", timeout=20)
-        await polly.wait_for_line(r"gateway (down|connecting) since", timeout=10)
+        await polly.wait_for_line("Discord unreachable since", within=20)
+        await polly.wait_for_line(r"gateway (down|connecting) since", within=10)
         await asyncio.sleep(3)
         await discord.start()
-        await polly.wait_for_line("Discord reachable again", timeout=40)
-        await eventually(lambda: rows.message_id(poll_id) is not None, "the poll posted", context=lambda: polly.output)
-        await polly.wait_for_line(r"gateway connected \(latency", timeout=10)
+        await polly.wait_for_line("Discord reachable again", within=40)
+        await eventually(
+            lambda: rows.message_id(poll_id) is not None, "the poll posted", context=lambda: polly.output
+        )
+        await polly.wait_for_line(r"gateway connected \(latency", within=10)
         polly.signal(signal.SIGINT)
         assert await polly.wait(15) == 0, polly.output
     finally:
@@ -118,4 +126,5 @@ async def test_an_unreachable_discord_is_waited_for_and_said_once(sqlite_url: st
         rows.close()
     assert polly.output.count("Discord unreachable since") == 1
     assert polly.output.count("Discord reachable again") == 1
-    assert "Traceback" not in polly.output and "Unclosed client session" not in polly.output
+    assert "Traceback" not in polly.output
+    assert "Unclosed client session" not in polly.output

@@ -9,8 +9,8 @@ import random
 
 import pytest
 
-from polly.engine.sandbox import SandboxGateway
 from polly.engine.finalizer import FINAL_RETRY_INITIAL_SECONDS
+from polly.engine.sandbox import SandboxGateway
 from polly.errors import GatewayError, NotFoundError
 from polly.polls.service import close_poll
 from tests.polly.engine.harness import harness
@@ -110,7 +110,8 @@ async def test_a_final_edit_answered_404_once_is_retried(sqlite_url: str) -> Non
         await engine.scheduler.tick()
         assert gateway.edits == 2
         embed = gateway.truth(message).embed
-        assert embed is not None and "Closed" in embed.fields[0].value
+        assert embed is not None
+        assert "Closed" in embed.fields[0].value
         assert gateway.truth(message).reactions == {}
 
 
@@ -141,9 +142,7 @@ async def test_only_404s_over_the_orphan_period_mean_the_message_is_gone(
 async def test_a_poll_closed_elsewhere_pings_its_role_once_across_replicas(sqlite_url: str) -> None:
     async with harness(sqlite_url) as h:
         first, second = h.engine(replica="r1"), h.engine(replica="r2")
-        poll_id = await h.add_poll(
-            ping_role_enabled=True, ping_role_id=str(ROLE), ping_role_on_close=True
-        )
+        poll_id = await h.add_poll(ping_role_enabled=True, ping_role_id=str(ROLE), ping_role_on_close=True)
         await first.scheduler.tick()
         await second.scheduler.tick()
         await first.scheduler.tick()
@@ -156,6 +155,7 @@ async def test_a_poll_closed_elsewhere_pings_its_role_once_across_replicas(sqlit
         new = [m for m in h.sandbox.message_ids() if m not in before]
         assert len(new) == 1, new
         ping = h.sandbox.truth(new[0])
-        assert ping.content is not None and ping.content.startswith(f"<@&{ROLE}> 📊 **Colours** has closed.")
+        assert ping.content is not None
+        assert ping.content.startswith(f"<@&{ROLE}> 📊 **Colours** has closed.")
         assert ping.allowed_mentions.roles == (ROLE,)
         assert h.sandbox.truth(message).reactions == {}
