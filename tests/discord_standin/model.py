@@ -257,8 +257,8 @@ class World:
         self.guilds[guild.id] = guild
         return guild
 
-    def add_channel(self, guild: Guild, name: str = "polls") -> Channel:
-        channel = Channel(self.ids.next(), guild.id, name)
+    def add_channel(self, guild: Guild, name: str = "polls", *, channel_id: int | None = None) -> Channel:
+        channel = Channel(channel_id or self.ids.next(), guild.id, name)
         guild.channels[channel.id] = channel
         self.channels[channel.id] = channel
         return channel
@@ -268,8 +268,8 @@ class World:
         guild.roles[role.id] = role
         return role
 
-    def add_member(self, guild: Guild, name: str, *, bot: bool = False) -> User:
-        user = User(self.ids.next(), name, bot=bot)
+    def add_member(self, guild: Guild, name: str, *, bot: bool = False, user_id: int | None = None) -> User:
+        user = User(user_id or self.ids.next(), name, bot=bot)
         self.users[user.id] = user
         guild.members[user.id] = Member(user)
         return user

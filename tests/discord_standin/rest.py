@@ -26,6 +26,7 @@ from tests.discord_standin.model import (
     MAX_REACTIONS,
     Channel,
     Message,
+    User,
     World,
     now_iso,
 )
@@ -199,8 +200,10 @@ class RestApi:
 
     async def _dm_channel(self, request: web.Request) -> web.Response:
         uid = int(request[BODY]["recipient_id"])
-        if uid not in self.world.users:
+        if uid <= 0:
             raise DiscordHTTPError(400, "Invalid Recipient(s)", 50033)
+        if uid not in self.world.users:  # any Discord user can be DMed, guild member or not
+            self.world.users[uid] = User(uid, f"user{uid}")
         return json_response(self.world.dm_channel(uid).payload(self.world.users))
 
     async def _channel(self, request: web.Request) -> web.Response:

@@ -81,15 +81,18 @@ class DiscordStandin:
 
     # --- the world ------------------------------------------------------------------------------
 
-    def add_member(self, name: str, *, bot: bool = False) -> User:
-        return self.world.add_member(self.guild, name, bot=bot)
+    def add_member(self, name: str, *, bot: bool = False, user_id: int | None = None) -> User:
+        return self.world.add_member(self.guild, name, bot=bot, user_id=user_id)
+
+    def add_channel(self, name: str, *, channel_id: int | None = None) -> Channel:
+        return self.world.add_channel(self.guild, name, channel_id=channel_id)
 
     def add_role(self, name: str) -> Role:
         return self.world.add_role(self.guild, name)
 
-    def add_emoji(self, name: str, *, animated: bool = False) -> str:
+    def add_emoji(self, name: str, *, animated: bool = False, emoji_id: int | None = None) -> str:
         """A custom guild emoji; returns its ``<:name:id>`` form."""
-        emoji_id = self.world.ids.next()
+        emoji_id = emoji_id or self.world.ids.next()
         self.guild.emojis[emoji_id] = (name, animated)
         return f"<{'a' if animated else ''}:{name}:{emoji_id}>"
 
@@ -100,8 +103,11 @@ class DiscordStandin:
     # --- users acting -----------------------------------------------------------------------------
 
     def react(self, user: User | int, message_id: int, emoji: str) -> bool:
-        """A user adds a reaction (dispatching MESSAGE_REACTION_ADD); ``False`` if it was there."""
+        """A user adds a reaction (dispatching MESSAGE_REACTION_ADD); ``False`` if it was there.
+        An unknown user id joins the guild first."""
         uid = user if isinstance(user, int) else user.id
+        if uid not in self.world.users:
+            self.add_member(f"user{uid}", user_id=uid)
         return self.rest.world_react(self.world.messages[message_id], uid, reaction_key(emoji))
 
     def unreact(self, user: User | int, message_id: int, emoji: str) -> bool:
