@@ -5,14 +5,16 @@ Routes: ``GET /gateway``, ``/gateway/bot``, ``/users/@me``, ``/oauth2/applicatio
 ``payload_json`` and files, ``GET``, ``PATCH``); reactions (``PUT``/``DELETE`` ``@me``, ``DELETE``
 another user's, ``DELETE`` all, ``GET`` users with ``limit``/``after`` paging by ascending user id);
 read-only ``GET /channels/{id}``, ``/guilds/{id}``, ``/guilds/{id}/channels``, ``/roles``,
-``/members/{uid}``. Errors carry Discord's JSON ``{"message", "code"}`` and codes (401 0, 403 50013
+``/emojis``, ``/members/{uid}``. Errors carry Discord's JSON ``{"message", "code"}`` and codes (401 0, 403 50013
 / 50007, 404 10003 / 10008 / 10014, 400 50006 / 30010 / 50035). Every answer is
 ``Content-Type: application/json`` exactly (discord.py decodes JSON only then).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -89,6 +91,7 @@ class RestApi:
         r.add_get(p + "/guilds/{gid}/channels", self._guild_channels)
         r.add_get(p + "/guilds/{gid}/roles", self._guild_roles)
         r.add_get(p + "/guilds/{gid}/members/{uid}", self._guild_member)
+        r.add_get(p + "/guilds/{gid}/emojis", self._guild_emojis)
 
     # --- plumbing -----------------------------------------------------------------------------------
 
@@ -100,8 +103,6 @@ class RestApi:
         route = f"{request.method} {template.removeprefix(API_PREFIX)}"
         body = await _read_body(request)
         if self.delay_seconds:
-            import asyncio
-
             await asyncio.sleep(self.delay_seconds)
         response, retry = await self._answer(request, handler, route, body)
         self.log.add(Seen(time.monotonic(), request.method, request.path.removeprefix(API_PREFIX), route,
@@ -328,6 +329,10 @@ class RestApi:
     async def _guild_roles(self, request: web.Request) -> web.Response:
         return json_response([r.payload() for r in self._guild_of(request).roles.values()])
 
+    async def _guild_emojis(self, request: web.Request) -> web.Response:
+        guild = self._guild_of(request)
+        return json_response(guild.payload(self.world.users, members=[])["emojis"])
+
     async def _guild_member(self, request: web.Request) -> web.Response:
         member = self._guild_of(request).members.get(int(request.match_info["uid"]))
         if member is None:
@@ -364,8 +369,6 @@ def _check_form(content: str, embeds: list[dict[str, Any]]) -> None:
 
 def _pinged_roles(content: str, mentions: dict[str, Any] | None) -> list[int]:
     """Roles the message actually pings: mentioned in the text and allowed by ``allowed_mentions``."""
-    import re
-
     named = [int(r) for r in re.findall(r"<@&(\d+)>", content)]
     if mentions is None:
         return named

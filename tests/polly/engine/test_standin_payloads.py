@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import aiohttp
 import discord
 import discord.voice_client
 import pytest
@@ -74,3 +75,41 @@ def test_messages_and_reaction_events_parse_as_discord_sends_them(
     assert not add.member.bot
     assert add.message_author_id == w.bot.id
     assert (remove.event_type, remove.member, str(remove.emoji)) == ("REACTION_REMOVE", None, "🇦")
+
+
+async def test_rest_answers_carry_discords_headers_and_guild_reads() -> None:
+    async with DiscordStandin() as standin, aiohttp.ClientSession() as http:
+        auth = {"Authorization": f"Bot {standin.token}"}
+        gid = standin.guild.id
+        async with http.get(f"{standin.api_base}/guilds/{gid}/roles", headers=auth) as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"] == "application/json"  # exactly: discord.py compares it
+            assert resp.headers["Via"] == "1.1 google"
+            assert {"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset-After"} <= set(
+                resp.headers
+            )
+            roles = await resp.json()
+        assert [r["name"] for r in roles] == ["@everyone"]
+        for path in (
+            f"/guilds/{gid}",
+            f"/guilds/{gid}/channels",
+            f"/guilds/{gid}/emojis",
+            f"/channels/{standin.channel.id}",
+        ):
+            async with http.get(standin.api_base + path, headers=auth) as resp:
+                assert resp.status == 200, path
+        async with http.get(
+            f"{standin.api_base}/guilds/{gid}/members/{standin.world.bot.id}", headers=auth
+        ) as resp:
+            assert (await resp.json())["user"]["bot"] is True
+        async with http.get(f"{standin.api_base}/guilds/{gid}") as resp:
+            assert resp.status == 401
+        standin.rate_limit("GET /guilds", 1.5, via=True)
+        async with http.get(f"{standin.api_base}/guilds/{gid}", headers=auth) as resp:
+            assert resp.status == 429
+            assert resp.headers["Retry-After"] == "2"
+            assert await resp.json() == {
+                "message": "You are being rate limited.",
+                "retry_after": 1.5,
+                "global": False,
+            }
