@@ -87,8 +87,9 @@ class DiscordGateway:
     ``request_timeout_seconds`` each REST operation (including discord.py's own retries and
     rate-limit waits); ``max_ratelimit_wait_seconds`` (≥ 30) the longest 429 wait absorbed silently.
     ``gateway_url`` overrides where the gateway connects (see :mod:`.discord_connection`).
-    ``on_fatal``: called once with the :class:`DiscordRefusedError` when Discord refuses polly for
-    good (the caller stops the process); without it :meth:`start` raises that error.
+    ``on_fatal`` (also settable later): called once with the :class:`DiscordRefusedError` when
+    Discord refuses polly for good (the caller stops the process); without it :meth:`start` raises
+    that error.
     """
 
     def __init__(
@@ -125,7 +126,7 @@ class DiscordGateway:
         self._max_connections = max_connections
         self._request_timeout_seconds = request_timeout_seconds
         self._max_wait = max_ratelimit_wait_seconds
-        self._on_fatal = on_fatal
+        self.on_fatal = on_fatal
         self._events = ReactionEventQueue(max_events)
         self._ready = asyncio.Event()
         self._closed = asyncio.Event()
@@ -206,9 +207,9 @@ class DiscordGateway:
             await self._connect_until_closed()
         except DiscordRefusedError as err:
             await self._client.close()
-            if self._on_fatal is None:
+            if self.on_fatal is None:
                 raise
-            self._on_fatal(err)
+            self.on_fatal(err)
             await self._closed.wait()
         finally:
             self._ready.clear()

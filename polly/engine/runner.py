@@ -18,7 +18,6 @@ import logging
 import random
 import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib.metadata import entry_points
@@ -189,11 +188,8 @@ async def _status_loop(engine: Engine, database: Database, interval: float, read
         status_logger.info("%s", _status_line(engine, database, counts, rate))
 
 
-def build_gateway(
-    settings: Settings, options: RunOptions, *, on_fatal: Callable[[PollyError], None] | None = None
-) -> Gateway:
-    """The sandbox, or discord.py with ``DISCORD_TOKEN`` (a clear error without one); ``on_fatal``
-    hears of a final refusal by Discord."""
+def build_gateway(settings: Settings, options: RunOptions) -> Gateway:
+    """The sandbox, or discord.py with ``DISCORD_TOKEN`` (a clear error without one)."""
     if options.sandbox:
         rng = random.Random()  # noqa: S311 - simulation, not cryptography
         return SandboxGateway(rng=rng, max_events=settings.engine.vote_queue_max)
@@ -208,7 +204,6 @@ def build_gateway(
         api_base=settings.discord.api_base,
         gateway_url=settings.discord.gateway_url,
         max_events=settings.engine.vote_queue_max,
-        on_fatal=on_fatal,
     )
 
 
@@ -227,7 +222,12 @@ async def run(settings: Settings, options: RunOptions, *, stop: asyncio.Event | 
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stopper.request)
             signals.append(sig)
-    gateway = build_gateway(settings, options, on_fatal=stopper.refused)
+    gateway = build_gateway(settings, options)
+    if not options.sandbox:
+        from polly.engine.discord_adapter import DiscordGateway
+
+        if isinstance(gateway, DiscordGateway):
+            gateway.on_fatal = stopper.refused
     database = Database(settings.database)
     redis: RedisClient | None = None
     telemetry: list[Any] = []

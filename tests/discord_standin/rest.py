@@ -5,8 +5,8 @@ Routes: ``GET /gateway``, ``/gateway/bot``, ``/users/@me``, ``/oauth2/applicatio
 ``payload_json`` and files, ``GET``, ``PATCH``); reactions (``PUT``/``DELETE`` ``@me``, ``DELETE``
 another user's, ``DELETE`` all, ``GET`` users with ``limit``/``after`` paging by ascending user id);
 read-only ``GET /channels/{id}``, ``/guilds/{id}``, ``/guilds/{id}/channels``, ``/roles``,
-``/emojis``, ``/members/{uid}``. Errors carry Discord's JSON ``{"message", "code"}`` and codes (401 0, 403 50013
-/ 50007, 404 10003 / 10008 / 10014, 400 50006 / 30010 / 50035). Every answer is
+``/emojis``, ``/members/{uid}``. Errors carry Discord's JSON ``{"message", "code"}`` and codes
+(401 0, 403 50013 / 50007, 404 10003 / 10008 / 10014, 400 50006 / 30010 / 50035). Every answer is
 ``Content-Type: application/json`` exactly (discord.py decodes JSON only then).
 """
 
