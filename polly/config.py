@@ -157,6 +157,10 @@ class RedisSettings(_Section):
 class DiscordSettings(_Section):
     token: SecretStr | None = None
     api_base: str | None = Field(None, description="override Discord's REST base URL (tests, proxies)")
+    gateway_url: str | None = Field(
+        None,
+        description="override Discord's gateway URL (unset with api_base: GET {api_base}/gateway/bot)",
+    )
 
 
 class CacheSettings(_Section):

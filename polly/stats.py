@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 MAX_PROVIDERS = 256
 MAX_LISTENERS = 16
 
-StatsKind = Literal["db_pool", "redis_pool", "cache", "tasks", "engine"]
+StatsKind = Literal["db_pool", "redis_pool", "cache", "tasks", "engine", "gateway"]
 DurationKind = Literal["wait_time", "use_time", "create_time"]
 
 
@@ -99,6 +99,36 @@ class TaskStats:
     failing: tuple[str, ...] = ()
 
 
+GatewayState = Literal["connecting", "connected", "resuming", "down"]
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStats:
+    """The Discord gateway connection of one client.
+
+    ``state`` is ``"connecting"`` (before the first READY), ``"connected"``, ``"resuming"`` (the
+    connection dropped; discord.py is reconnecting) or ``"down"`` (reconnect attempts are failing);
+    ``state_since`` is when it entered that state (Unix seconds). ``latency_seconds`` is the last
+    heartbeat round trip (``None`` until the first ACK). Counters are cumulative since start:
+    ``identifies`` new sessions (READY), ``resumes`` sessions resumed (RESUMED), ``reconnects`` the
+    times the connection came back after being lost (either way), ``outages`` the times it went
+    ``down``.
+    """
+
+    name: str
+    state: GatewayState
+    state_since: float
+    latency_seconds: float | None
+    identifies: int
+    resumes: int
+    reconnects: int
+    outages: int
+
+    @property
+    def connected(self) -> bool:
+        return self.state == "connected"
+
+
 @dataclass(frozen=True, slots=True)
 class DurationEvent:
     """One observed duration of a pool (``kind``) in seconds."""
@@ -109,7 +139,7 @@ class DurationEvent:
     seconds: float
 
 
-Snapshot = PoolStats | RedisStats | CacheStats | TaskStats | object
+Snapshot = PoolStats | RedisStats | CacheStats | TaskStats | GatewayStats | object
 Provider = Callable[[], "Snapshot | list[Snapshot] | None"]
 Listener = Callable[[DurationEvent], None]
 

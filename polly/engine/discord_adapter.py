@@ -13,7 +13,10 @@ wait. discord.py retries 500/502/504/524 up to five times (1 + 3 + 5 + 7 + 9 s) 
 every operation is also bounded by ``request_timeout_seconds``.
 
 ``api_base`` points discord.py's REST client elsewhere (tests, proxies) by setting
-``discord.http.Route.BASE``, which is process-wide: one base per process.
+``discord.http.Route.BASE``, and ``gateway_url`` its gateway (or ``GET {api_base}/gateway/bot``
+when only ``api_base`` is set); both are process-wide: one Discord per process. The connection's
+health (state, latency, reconnects) is :attr:`DiscordGateway.health`, published to the stats
+registry as a :class:`~polly.stats.GatewayStats` under kind ``"gateway"``.
 """
 
 from __future__ import annotations
@@ -21,15 +24,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import discord
 import discord.http
 from pydantic import SecretStr
 
+from polly.engine.discord_connection import (
+    DiscordRefusedError,
+    PollyClient,
+    backoff_seconds,
+    refusal,
+    set_gateway_url,
+    silence_voice_warnings,
+)
+from polly.engine.discord_convert import (
+    discord_errors,
+    reaction_route_emoji,
+    to_discord_embed,
+    to_discord_mentions,
+    to_reaction_event,
+)
+from polly.engine.discord_health import (
+    DISCORD_CLIENT_LOGGER,
+    GatewayHealth,
+    ReconnectLogFilter,
+    describe_failure,
+)
 from polly.engine.gateway import (
     MAX_REACTIONS_PER_MESSAGE,
     NO_MENTIONS,
@@ -46,88 +69,15 @@ from polly.engine.gateway import (
     check_message,
     check_page_limit,
 )
-from polly.errors import ForbiddenError, GatewayError, NotFoundError, RateLimitedError, ServerError
+from polly.errors import GatewayError, RateLimitedError, ServerError
+from polly.stats import GatewayStats, StatsRegistry
+from polly.stats import registry as default_registry
+
+__all__ = ["DiscordGateway", "DiscordRefusedError", "reaction_route_emoji", "to_reaction_event"]
 
 logger = logging.getLogger(__name__)
 
 MIN_RATELIMIT_WAIT_SECONDS = 30.0  # discord.py raises max_ratelimit_timeout below this to 30
-# A 429 from Discord's edge (Cloudflare) carries no JSON body; without a Retry-After header, back off
-# for a minute rather than hammer a ban.
-_EDGE_BAN_DEFAULT_RETRY_SECONDS = 60.0
-
-
-def to_reaction_event(payload: discord.RawReactionActionEvent, bot_user_id: int | None) -> ReactionEvent:
-    """Convert discord.py's raw reaction payload. ``emoji`` is ``str(payload.emoji)`` (upstream's
-    comparison); ``is_bot`` is the member's flag on adds, and on removes (no member) whether the
-    user is the bot itself."""
-    member = payload.member
-    is_bot = member.bot if member is not None else payload.user_id == bot_user_id
-    return ReactionEvent(
-        kind="add" if payload.event_type == "REACTION_ADD" else "remove",
-        guild_id=payload.guild_id,
-        channel_id=payload.channel_id,
-        message_id=payload.message_id,
-        user_id=payload.user_id,
-        emoji=str(payload.emoji),
-        is_bot=is_bot,
-    )
-
-
-def reaction_route_emoji(emoji: str) -> str:
-    """The emoji as Discord's reaction routes want it.
-
-    Unicode stays as is; custom ``<:name:id>`` and ``<a:name:id>`` become ``name:id``.
-    """
-    if not emoji:
-        msg = "emoji must be a non-empty string (Unicode, or <:name:id> / <a:name:id> for custom)"
-        raise ValueError(msg)
-    partial = discord.PartialEmoji.from_str(emoji)
-    return f"{partial.name}:{partial.id}" if partial.id is not None else emoji
-
-
-def to_discord_embed(embed: Embed) -> discord.Embed:
-    """Build the discord.py embed for polly's :class:`~polly.engine.gateway.Embed`."""
-    out = discord.Embed(
-        title=embed.title, description=embed.description, colour=embed.colour, timestamp=embed.timestamp
-    )
-    for f in embed.fields:
-        out.add_field(name=f.name, value=f.value, inline=f.inline)
-    if embed.footer is not None:
-        out.set_footer(text=embed.footer)
-    return out
-
-
-def to_discord_mentions(mentions: AllowedMentions) -> discord.AllowedMentions:
-    """Exactly the listed roles and users (and @everyone if allowed) may be pinged; nobody else."""
-    return discord.AllowedMentions(
-        everyone=mentions.everyone,
-        roles=[discord.Object(r) for r in mentions.roles] if mentions.roles else False,
-        users=[discord.Object(u) for u in mentions.users] if mentions.users else False,
-        replied_user=False,
-    )
-
-
-class _PollyClient(discord.Client):
-    """discord.Client whose ready and raw reaction hooks call back into the gateway."""
-
-    def __init__(
-        self,
-        ready: asyncio.Event,
-        offer: Callable[[discord.RawReactionActionEvent], None],
-        **options: Any,  # discord.Client's own keyword options
-    ) -> None:
-        super().__init__(**options)
-        self._polly_ready = ready
-        self._polly_offer = offer
-
-    async def on_ready(self) -> None:
-        self._polly_ready.set()
-
-    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
-        self._polly_offer(payload)
-
-    async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
-        self._polly_offer(payload)
 
 
 class DiscordGateway:
@@ -136,6 +86,10 @@ class DiscordGateway:
     ``max_events`` bounds the reaction event queue; ``max_connections`` the HTTP connection pool;
     ``request_timeout_seconds`` each REST operation (including discord.py's own retries and
     rate-limit waits); ``max_ratelimit_wait_seconds`` (≥ 30) the longest 429 wait absorbed silently.
+    ``gateway_url`` overrides where the gateway connects (see :mod:`.discord_connection`).
+    ``on_fatal`` (also settable later): called once with the :class:`DiscordRefusedError` when
+    Discord refuses polly for good (the caller stops the process); without it :meth:`start` raises
+    that error.
     """
 
     def __init__(
@@ -143,10 +97,13 @@ class DiscordGateway:
         token: SecretStr,
         *,
         api_base: str | None = None,
+        gateway_url: str | None = None,
         max_events: int = 10_000,
         max_connections: int = 16,
         request_timeout_seconds: float = 60.0,
         max_ratelimit_wait_seconds: float = MIN_RATELIMIT_WAIT_SECONDS,
+        on_fatal: Callable[[DiscordRefusedError], None] | None = None,
+        registry: StatsRegistry | None = default_registry,
     ) -> None:
         if max_ratelimit_wait_seconds < MIN_RATELIMIT_WAIT_SECONDS:
             msg = (
@@ -162,18 +119,30 @@ class DiscordGateway:
             raise ValueError(msg)
         if api_base is not None:
             discord.http.Route.BASE = api_base.rstrip("/")
+        if gateway_url is not None:
+            set_gateway_url(gateway_url)
+        self._ask_gateway_url = gateway_url is None and api_base is not None
         self._token = token
         self._max_connections = max_connections
         self._request_timeout_seconds = request_timeout_seconds
         self._max_wait = max_ratelimit_wait_seconds
+        self.on_fatal = on_fatal
         self._events = ReactionEventQueue(max_events)
         self._ready = asyncio.Event()
+        self._closed = asyncio.Event()
         intents = discord.Intents.none()
         intents.guilds = True
         intents.guild_reactions = True
-        self._client = _PollyClient(
+        self._intents = intents
+        silence_voice_warnings()
+        self.health = GatewayHealth("discord", latency=lambda: self._client.latency)
+        self._log_filter = ReconnectLogFilter(self.health)
+        logging.getLogger(DISCORD_CLIENT_LOGGER).addFilter(self._log_filter)
+        self._unregister = registry.register("gateway", "discord", self.health.snapshot) if registry else None
+        self._client = PollyClient(
             self._ready,
             self._offer,
+            self.health,
             intents=intents,
             max_messages=None,
             chunk_guilds_at_startup=False,
@@ -197,36 +166,105 @@ class DiscordGateway:
     def is_ready(self) -> bool:
         return self._ready.is_set() and not self._client.is_closed()
 
+    def stats(self) -> GatewayStats:
+        return self.health.snapshot()
+
     async def login(self) -> None:
-        """Log in over REST only (no gateway connection): enough for every REST operation."""
+        """Log in over REST only (no gateway connection): enough for every REST operation.
+
+        A failed attempt leaves no HTTP session behind. A rejected token (401) raises
+        :class:`DiscordRefusedError`; anything else the transient errors of :meth:`_call`.
+        """
         if self._client.user is not None:
             return
         self._client.http.connector = aiohttp.TCPConnector(limit=self._max_connections)
         try:
             async with self._call("log in"):
                 await self._client.login(self._token.get_secret_value())
-        except GatewayError:
-            raise
         except discord.LoginFailure as err:
-            msg = "log in: Discord rejected the token (401); check DISCORD_TOKEN"
-            raise GatewayError(msg) from err
+            await self._client.http.close()
+            refused = refusal(err, self._intents)
+            assert refused is not None
+            raise refused from None
+        except GatewayError:
+            await self._client.http.close()
+            raise
 
     async def start(self) -> None:
-        await self.login()
+        """Log in and hold the gateway connection until :meth:`close`.
+
+        While Discord is unreachable, log-in and the first connection are retried with backoff
+        (1 s doubling to 60 s), the outage said once (:class:`GatewayHealth`); later drops are
+        discord.py's to resume. A final refusal goes to ``on_fatal`` (then this waits for
+        :meth:`close`) or is raised.
+        """
         try:
-            await self._client.connect(reconnect=True)
-        except (discord.GatewayNotFound, discord.ConnectionClosed) as err:
-            msg = f"the Discord gateway connection failed: {type(err).__name__}"
-            raise ServerError(msg) from err
+            await self._login_until_reachable()
+            if self._ask_gateway_url:
+                async with self._call("ask for the gateway URL"):
+                    _shards, url, _limits = await self._client.http.get_bot_gateway()
+                set_gateway_url(url)
+            await self._connect_until_closed()
+        except DiscordRefusedError as err:
+            await self._client.close()
+            if self.on_fatal is None:
+                raise
+            self.on_fatal(err)
+            await self._closed.wait()
         finally:
             self._ready.clear()
+
+    async def _login_until_reachable(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self.login()
+            except DiscordRefusedError:
+                raise
+            except (ServerError, RateLimitedError) as err:
+                failures += 1
+                self.health.attempt_failed(
+                    describe_failure(err.__cause__) if err.__cause__ else type(err).__name__
+                )
+                await asyncio.sleep(backoff_seconds(failures))
+                continue
+            return
+
+    async def _connect_until_closed(self) -> None:
+        failures = 0
+        while not self._client.is_closed():
+            try:
+                await self._client.connect(reconnect=True)
+            except AttributeError:
+                # discord.py 2.7 fails this way when its very first connection fails (it reads the
+                # sequence of a websocket that never existed): an unreachable gateway, retried here.
+                if self._client.ws is not None:
+                    raise
+            except (
+                discord.GatewayNotFound,
+                discord.ConnectionClosed,
+                discord.PrivilegedIntentsRequired,
+            ) as err:
+                refused = refusal(err, self._intents)
+                if refused is not None:
+                    raise refused from None
+                self.health.attempt_failed(describe_failure(err))
+            else:
+                return
+            failures += 1
+            await asyncio.sleep(backoff_seconds(failures))
 
     async def wait_until_ready(self) -> None:
         await self._ready.wait()
 
     async def close(self) -> None:
         self._ready.clear()
+        self._closed.set()
         await self._client.close()
+        logging.getLogger(DISCORD_CLIENT_LOGGER).removeFilter(self._log_filter)
+        if self._unregister is not None:
+            self._unregister()
+            self._unregister = None
 
     # --- events ------------------------------------------------------------------------------------
 
@@ -243,40 +281,8 @@ class DiscordGateway:
 
     # --- REST --------------------------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _call(self, what: str) -> AsyncIterator[None]:
-        """Bound the operation by the request timeout and map discord.py's failures to polly's."""
-        try:
-            async with asyncio.timeout(self._request_timeout_seconds):
-                yield
-        except discord.RateLimited as err:
-            msg = (
-                f"{what}: rate limited for {err.retry_after:.2f} s "
-                f"(longer than the {self._max_wait:g} s the client waits)"
-            )
-            raise RateLimitedError(msg, err.retry_after) from err
-        except discord.NotFound as err:
-            msg = f"{what}: not found (404, Discord code {err.code})"
-            raise NotFoundError(msg) from err
-        except discord.Forbidden as err:
-            msg = f"{what}: forbidden (403, Discord code {err.code}): {err.text}"
-            raise ForbiddenError(msg) from err
-        except discord.HTTPException as err:
-            if err.status == 429:
-                retry = _retry_after_header(err.response.headers)
-                msg = f"{what}: rate limited at Discord's edge (429); retry after {retry:g} s"
-                raise RateLimitedError(msg, retry) from err
-            if err.status >= 500:
-                msg = f"{what}: Discord server error (HTTP {err.status}) after discord.py's retries"
-                raise ServerError(msg) from err
-            msg = f"{what}: Discord answered HTTP {err.status} (code {err.code}): {err.text}"
-            raise GatewayError(msg) from err
-        except TimeoutError as err:
-            msg = f"{what}: no answer within the {self._request_timeout_seconds:g} s request timeout"
-            raise ServerError(msg) from err
-        except (aiohttp.ClientError, OSError) as err:
-            msg = f"{what}: transport failure ({type(err).__name__})"
-            raise ServerError(msg) from err
+    def _call(self, what: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return discord_errors(what, self._request_timeout_seconds, self._max_wait)
 
     def _message(self, channel_id: int, message_id: int) -> discord.PartialMessage:
         if self._client.user is None:
@@ -394,10 +400,3 @@ class DiscordGateway:
                 allowed_mentions=discord.AllowedMentions.none(),
             )
         return sent.id
-
-
-def _retry_after_header(headers: Mapping[str, str]) -> float:
-    try:
-        return max(0.0, float(headers.get("Retry-After", "")))
-    except ValueError:
-        return _EDGE_BAN_DEFAULT_RETRY_SECONDS

@@ -4,7 +4,10 @@ Start-up order: the database (a fresh one gets upstream's schema; an existing on
 schema check, else ``polly db upgrade`` is named), telemetry (the ``polly.telemetry`` entry point,
 when installed and enabled: polly itself never imports OpenTelemetry), the gateway (discord.py
 with ``DISCORD_TOKEN``, or the sandbox), then the engine's loops. SIGINT and SIGTERM stop it
-gracefully within ``engine.shutdown_timeout_seconds``.
+gracefully within ``engine.shutdown_timeout_seconds``, at any moment: during start-up (the
+database, the first connection to Discord) they abandon it at once and exit 0. A final refusal by
+Discord (a rejected ``DISCORD_TOKEN``, a disallowed intent) stops it the same way, and
+:func:`run` raises it. An unreachable Discord is waited for (with backoff) however long it takes.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from polly.db.engine import Database
 from polly.db.models import Poll
 from polly.db.schema import check_schema, create_schema
 from polly.engine.cache_sync import PollCacheInvalidator
+from polly.engine.discord_health import GatewayHealth
 from polly.engine.gateway import Gateway
 from polly.engine.sandbox import SandboxGateway
 from polly.engine.sandbox_voters import SandboxVoters
@@ -127,6 +131,37 @@ def _start_telemetry(settings: Settings, loop: asyncio.AbstractEventLoop) -> lis
     return handles
 
 
+class _Stopper:
+    """Stops :func:`run` from a signal or a final gateway failure.
+
+    Nothing in start-up waits for ``stop``, so while ``starting`` a request cancels the main task
+    (the ``finally`` blocks release what was opened); once running it sets ``stop``.
+    """
+
+    def __init__(self, stop: asyncio.Event, main: asyncio.Task[Any] | None) -> None:
+        self.stop = stop
+        self.starting = True
+        self.cancelled = False
+        self.fatal: PollyError | None = None
+        self._main = main
+
+    def request(self) -> None:
+        self.stop.set()
+        if self.starting and self._main is not None and not self.cancelled:
+            self.cancelled = True
+            self._main.cancel()
+
+    def refused(self, err: PollyError) -> None:
+        if self.fatal is None:
+            self.fatal = err
+        self.request()
+
+
+def _gateway_status(gateway: Gateway) -> str:
+    health = getattr(gateway, "health", None)
+    return health.status() if isinstance(health, GatewayHealth) else "gateway sandbox"
+
+
 def _status_line(
     engine: Engine, database: Database, counts: dict[str, int], rate: float, db_down_for: float | None = None
 ) -> str:
@@ -141,7 +176,7 @@ def _status_line(
     return (
         f"polls {states} | votes recorded={s.votes_recorded} | events/s={rate:.1f} "
         f"(queued {s.event_queue_depth}, dropped {s.events_dropped}) | rss={rss:.1f} MB "
-        f"| db pool used={used}/{limit}"
+        f"| db pool used={used}/{limit} | {_gateway_status(engine.gateway)}"
     )
 
 
@@ -188,7 +223,10 @@ def build_gateway(settings: Settings, options: RunOptions) -> Gateway:
     from polly.engine.discord_adapter import DiscordGateway
 
     return DiscordGateway(
-        token, api_base=settings.discord.api_base, max_events=settings.engine.vote_queue_max
+        token,
+        api_base=settings.discord.api_base,
+        gateway_url=settings.discord.gateway_url,
+        max_events=settings.engine.vote_queue_max,
     )
 
 
@@ -200,10 +238,19 @@ async def run(settings: Settings, options: RunOptions, *, stop: asyncio.Event | 
     """
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
+    main = asyncio.current_task()
+    stopper = _Stopper(stop, main)
+    signals: list[signal.Signals] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, stopper.request)
+            signals.append(sig)
     gateway = build_gateway(settings, options)
+    if not options.sandbox:
+        from polly.engine.discord_adapter import DiscordGateway
+
+        if isinstance(gateway, DiscordGateway):
+            gateway.on_fatal = stopper.refused
     database = Database(settings.database)
     redis: RedisClient | None = None
     telemetry: list[Any] = []
@@ -216,8 +263,16 @@ async def run(settings: Settings, options: RunOptions, *, stop: asyncio.Event | 
         invalidate = PollCacheInvalidator(redis) if redis is not None else None
         engine = Engine(settings, database, gateway, on_poll_changed=invalidate)
         set_current_engine(engine)
-        await _serve(engine, database, gateway, options, stop)
+        await _serve(engine, database, gateway, options, stopper)
+    except asyncio.CancelledError:
+        if not stopper.cancelled or main is None:
+            raise
+        main.uncancel()
+        if stopper.fatal is None:
+            logger.info("stopped during start-up")
     finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
         set_current_engine(None)
         if engine is not None:
             engine.close()
@@ -227,10 +282,12 @@ async def run(settings: Settings, options: RunOptions, *, stop: asyncio.Event | 
         if redis is not None:
             await redis.disconnect()
         await database.dispose()
+    if stopper.fatal is not None:
+        raise stopper.fatal
 
 
 async def _serve(
-    engine: Engine, database: Database, gateway: Gateway, options: RunOptions, stop: asyncio.Event
+    engine: Engine, database: Database, gateway: Gateway, options: RunOptions, stopper: _Stopper
 ) -> None:
     """The supervised part of :func:`run`: every loop, until ``stop`` or the duration."""
     cfg = engine.settings.engine
@@ -255,10 +312,18 @@ async def _serve(
         sup.start_loop(
             "status", lambda ready: _status_loop(engine, database, cfg.status_interval_seconds, ready)
         )
+        # Discord may be unreachable for a while: that is waited out (and said once by the
+        # gateway); the rest of start-up is then bounded.
+        await gateway.wait_until_ready()
         await sup.wait_ready(cfg.startup_timeout_seconds)
+        stopper.starting = False
+        if stopper.stop.is_set():
+            logger.info("stopping")
+            await sup.shutdown(cfg.shutdown_timeout_seconds)
+            return
         logger.info("polly is running (replica %s); Ctrl-C stops it", engine.replica)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), options.duration_seconds)
+            await asyncio.wait_for(stopper.stop.wait(), options.duration_seconds)
         logger.info("stopping")
         stuck = await sup.shutdown(cfg.shutdown_timeout_seconds)
         if stuck:

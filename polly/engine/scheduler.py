@@ -8,8 +8,14 @@ There are no in-memory jobs to lose. Each :meth:`PollScheduler.tick`:
 3. closes active polls whose close time has passed: final results, reactions cleared, the role
    ping when the poll asks for one;
 4. follows changes made by others (``polly poll close/reopen``, upstream's web app, another
-   replica): a poll it knew as active that is now closed gets its final embed; an active poll it
-   did not know gets its embed refreshed and its reactions ensured.
+   replica): a poll it knew as active that is now closed gets its final embed (and the role ping
+   when the poll asks for one on close, as upstream pings on every close); an active poll it did
+   not know gets its embed refreshed and its reactions ensured.
+
+Failures: a transient one (5xx, transport, 429) is retried on a later tick. A permanent one (a
+plain :class:`~polly.errors.GatewayError`: Discord's 400, e.g. more than 20 reactions on a message)
+is final for that poll and reported once. A 404 on the final results edit is retried with backoff;
+only 404s for ``orphan_after`` mean the message is gone.
 
 Every transition is a conditional update (:mod:`polly.engine.store`), so two replicas never open
 or close a poll twice. Discord calls happen outside any transaction.
@@ -24,11 +30,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from polly.engine.embeds import poll_embed, results_message
-from polly.engine.gateway import AllowedMentions, Gateway
+from polly.engine.embeds import poll_embed
+from polly.engine.finalizer import Finalizer
+from polly.engine.gateway import MAX_REACTIONS_PER_MESSAGE, AllowedMentions, Gateway
 from polly.engine.store import PollStore, claim_time, claim_token
 from polly.engine.views import CorruptPollError, PollView
-from polly.errors import ForbiddenError, GatewayError, NotFoundError, RateLimitedError, ServerError
+from polly.errors import ForbiddenError, GatewayError, NotFoundError, RateLimitedError
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +60,12 @@ class SchedulerStats:
     adopted: int = 0
     finalized_external: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    permanent_failures: int = 0
+
+
+def is_permanent(err: GatewayError) -> bool:
+    """A failure retrying cannot fix: Discord's 400-class answers (a plain ``GatewayError``)."""
+    return type(err) is GatewayError
 
 
 class PollScheduler:
@@ -75,7 +88,6 @@ class PollScheduler:
         on_closed: Callable[[int], Awaitable[None]] | None = None,
         image_root: Path = Path(),
     ) -> None:
-        self._on_closed = on_closed
         self._image_root = image_root
         self._store = store
         self._monotonic = monotonic
@@ -96,8 +108,12 @@ class PollScheduler:
         # Our own failed posts, retried with backoff (poll id -> (due monotonic, failures)); other
         # replicas' claims wait for the lease, since only a crash leaves them behind.
         self._retry_post: dict[int, tuple[float, int]] = {}
-        self._unfinalized: dict[int, bool] = {}  # closed polls whose final embed failed -> ping still due
         self._needs_reactions: dict[int, None] = {}  # posted polls still missing some reactions
+        self._permanent: dict[int, None] = {}  # polls whose reactions Discord refused for good (bounded)
+        self.finals = Finalizer(
+            store, gateway, clock=clock, monotonic=monotonic, orphan_after=orphan_after,
+            max_pending=max_known, on_closed=on_closed, on_rate_limited=self._hold,
+        )  # fmt: skip
         self._following = False
         self.stats = SchedulerStats()
 
@@ -126,12 +142,12 @@ class PollScheduler:
         for poll_id in await self._store.due_to_close(now, self._batch):
             await self._guarded(poll_id, self._close_one(poll_id, reason="close time reached"))
         await self._ensure_reactions()
-        for poll_id, ping in list(self._unfinalized.items()):
+        for poll_id, ping, unless_done in self.finals.pending():
             view = await self._safe_view(poll_id)
             if view is None or view.status != "closed":
-                self._unfinalized.pop(poll_id, None)
-            elif not self._held(view.channel_id):
-                await self._guarded(poll_id, self.finalize(view, ping=ping))
+                self.finals.forget(poll_id)
+            elif not self._held(view.channel_id) and self.finals.due(poll_id):
+                await self._guarded(poll_id, self.finals.finalize(view, ping=ping, unless_done=unless_done))
         await self._follow_external_changes()
 
     def _held(self, channel_id: int) -> bool:
@@ -146,6 +162,13 @@ class PollScheduler:
         self.stats.errors["RateLimitedError"] = self.stats.errors.get("RateLimitedError", 0) + 1
         logger.info("channel %s rate limited: its calls wait %.1f s", channel_id, err.retry_after_seconds)
 
+    def _refused(self, poll_id: int, what: str, err: GatewayError) -> None:
+        """Report a permanent failure once per poll; the caller stops retrying it."""
+        self.stats.permanent_failures += 1
+        if poll_id not in self._permanent and len(self._permanent) < self._max_known:
+            self._permanent[poll_id] = None
+            logger.error("poll %s: %s refused by Discord for good, not retried: %s", poll_id, what, err)
+
     async def _guarded(self, poll_id: int, work: object) -> None:
         try:
             await work  # type: ignore[misc]
@@ -153,6 +176,9 @@ class PollScheduler:
             self.stats.corrupt_rows += 1
             logger.warning("poll %s left alone: %s", poll_id, err)
         except GatewayError as err:
+            if is_permanent(err):
+                self._refused(poll_id, "a Discord call", err)
+                return
             kind = type(err).__name__
             self.stats.errors[kind] = self.stats.errors.get(kind, 0) + 1
             logger.warning("poll %s: Discord call failed (%s); the next tick retries", poll_id, kind)
@@ -244,6 +270,13 @@ class PollScheduler:
             else:
                 logger.warning("poll %s: cannot post (%s); retried with backoff", poll.id, err)
             return
+        except GatewayError as err:
+            if not is_permanent(err):
+                raise
+            # Discord will refuse this message every time: the poll can never be posted.
+            self._refused(poll.id, "its poll message", err)
+            await self._orphan(poll, f"Discord refused its poll message: {err}")
+            return
         self._open_failed_since.pop(poll.id, None)
         self._retry_post.pop(poll.id, None)
         if await self._store.finish_open(poll.id, token, posted.message_id):
@@ -258,9 +291,23 @@ class PollScheduler:
                 poll.id, posted.message_id, int(self._lease.total_seconds()),
             )  # fmt: skip
 
+    def _reactable(self, poll: PollView) -> tuple[str, ...]:
+        """The poll's emojis Discord can take: the first 20 (said once for a poll with more)."""
+        if len(poll.emojis) > MAX_REACTIONS_PER_MESSAGE and poll.id not in self._permanent:
+            self._refused(
+                poll.id,
+                f"reactions for options {MAX_REACTIONS_PER_MESSAGE + 1}..{len(poll.emojis)}",
+                GatewayError(
+                    f"the poll has {len(poll.emojis)} options and Discord allows "
+                    f"{MAX_REACTIONS_PER_MESSAGE} reactions per message; only the first "
+                    f"{MAX_REACTIONS_PER_MESSAGE} get one"
+                ),
+            )
+        return poll.emojis[:MAX_REACTIONS_PER_MESSAGE]
+
     async def _add_reactions(self, poll: PollView, message_id: int) -> None:
-        """Add the poll's reactions in order; what fails is added on a later tick."""
-        for emoji in poll.emojis:
+        """Add the poll's reactions in order; what fails transiently is added on a later tick."""
+        for emoji in self._reactable(poll):
             try:
                 await self._gateway.add_reaction(poll.channel_id, message_id, emoji)
             except RateLimitedError as err:
@@ -268,6 +315,9 @@ class PollScheduler:
                 self._needs_reactions[poll.id] = None
                 return
             except GatewayError as err:
+                if is_permanent(err):
+                    self._refused(poll.id, f"reaction {emoji}", err)
+                    continue
                 logger.info("poll %s: reaction %s not added yet (%s)", poll.id, emoji, type(err).__name__)
                 self._needs_reactions[poll.id] = None
                 return
@@ -288,8 +338,10 @@ class PollScheduler:
             except RateLimitedError as err:
                 self._hold(view.channel_id, err)
                 continue
-            except GatewayError:
-                continue  # transient: next tick
+            except GatewayError as err:
+                if not is_permanent(err):
+                    continue  # transient: next tick
+                self._refused(poll_id, "a reaction", err)
             self._needs_reactions.pop(poll_id, None)
 
     async def _orphan(self, poll: PollView, reason: str) -> None:
@@ -325,40 +377,9 @@ class PollScheduler:
             await self.finalize(poll, ping=True)
         return True
 
-    async def finalize(self, poll: PollView, *, ping: bool) -> None:
-        """Show the final results and clear the reactions; idempotent except the optional role ping."""
-        if self._on_closed is not None:
-            await self._on_closed(poll.id)
-        if poll.message_id is None:
-            return
-        results, voters = await self._store.results(poll.id)
-        self._unfinalized.pop(poll.id, None)
-        try:
-            await self._gateway.edit_message(
-                poll.channel_id, poll.message_id, embed=poll_embed(poll, results, closed=True, voters=voters)
-            )
-            await self._gateway.clear_reactions(poll.channel_id, poll.message_id)
-        except (RateLimitedError, ServerError) as err:
-            # Transient: the final embed is shown on a later tick (bounded by the polls followed).
-            if isinstance(err, RateLimitedError):
-                self._hold(poll.channel_id, err)
-            if len(self._unfinalized) < self._max_known:
-                self._unfinalized[poll.id] = ping
-            return
-        except NotFoundError:
-            logger.info("poll %s: its message is gone; closed without editing it", poll.id)
-        except ForbiddenError as err:
-            logger.warning("poll %s: cannot edit or clear its message: %s", poll.id, err)
-        if ping and poll.ping_role_enabled and poll.ping_role_on_close and poll.ping_role_id is not None:
-            text = results_message(poll, results)
-            try:
-                await self._gateway.send_message(
-                    poll.channel_id,
-                    content=f"<@&{poll.ping_role_id}> {text}",
-                    allowed_mentions=AllowedMentions(roles=(poll.ping_role_id,)),
-                )
-            except ForbiddenError:
-                await self._gateway.send_message(poll.channel_id, content=text)
+    async def finalize(self, poll: PollView, *, ping: bool, unless_done: bool = False) -> None:
+        """Show the final results and clear the reactions (see :meth:`Finalizer.finalize`)."""
+        await self.finals.finalize(poll, ping=ping, unless_done=unless_done)
 
     def _remember(self, poll_id: int, channel_id: int) -> None:
         if poll_id in self._known_active or len(self._known_active) < self._max_known:
@@ -386,7 +407,7 @@ class PollScheduler:
             gone = await self._safe_view(poll_id)
             if gone is not None and gone.status == "closed":
                 self.stats.finalized_external += 1
-                await self._guarded(poll_id, self.finalize(gone, ping=False))
+                await self._guarded(poll_id, self.finalize(gone, ping=True, unless_done=True))
         for poll_id, view in current.items():
             if poll_id not in self._known_active:
                 self._remember(poll_id, view.channel_id)
@@ -408,9 +429,14 @@ class PollScheduler:
             self._on_results_changed(poll.id)
         message = await self._gateway.fetch_message(poll.channel_id, poll.message_id)
         present = {r.emoji for r in message.reactions if r.me}
-        for emoji in poll.emojis:
+        for emoji in self._reactable(poll):
             if emoji not in present:
-                await self._gateway.add_reaction(poll.channel_id, poll.message_id, emoji)
+                try:
+                    await self._gateway.add_reaction(poll.channel_id, poll.message_id, emoji)
+                except GatewayError as err:
+                    if not is_permanent(err):
+                        raise
+                    self._refused(poll.id, f"reaction {emoji}", err)
 
     @property
     def known_active(self) -> int:

@@ -164,7 +164,9 @@ class Engine:
         supervisor.start_loop("reconciler", self._run_reconciler)
 
     async def _ready_gateway(self) -> None:
-        await asyncio.wait_for(self.gateway.wait_until_ready(), self.settings.engine.startup_timeout_seconds)
+        # No timeout: an unreachable Discord is waited out (the gateway says so once); `polly run`
+        # bounds the rest of start-up.
+        await self.gateway.wait_until_ready()
 
     async def _run_gateway(self, ready: Readiness) -> None:
         async def signal() -> None:

@@ -1,5 +1,5 @@
-"""Both gateways, the discord.py adapter (on a loopback Discord) and the sandbox, behave alike
-for every operation the engine uses."""
+"""Both gateways, the discord.py adapter (on the REST fake and on the loopback Discord) and the
+sandbox, behave alike for every operation the engine uses."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from polly.engine.discord_adapter import DiscordGateway, reaction_route_emoji
 from polly.engine.gateway import Embed, EmbedField, Gateway
 from polly.engine.sandbox import SandboxGateway
 from polly.errors import NotFoundError, PollValidationError
+from tests.discord_standin import DiscordStandin
 from tests.polly.engine.fake_discord import FakeDiscord
 
 CHANNEL = 4242
@@ -32,7 +33,7 @@ class Subject:
     react: _React  # a user reacts, out of band (as on Discord)
 
 
-@pytest.fixture(params=["discord", "sandbox"])
+@pytest.fixture(params=["discord", "standin", "sandbox"])
 async def subject(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Subject]:
     if request.param == "sandbox":
         sandbox = SandboxGateway(rng=random.Random(1))
@@ -41,6 +42,22 @@ async def subject(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
             assert sandbox.user_add_reaction(message_id, user_id, emoji)
 
         yield Subject(sandbox, sandbox_react)
+        return
+    if request.param == "standin":
+        standin = DiscordStandin()
+        standin.add_channel("conformance", channel_id=CHANNEL)
+        standin.add_emoji("yes", emoji_id=int(CUSTOM.rsplit(":", 1)[1].rstrip(">")))
+        await standin.start()
+        monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
+        via_standin = DiscordGateway(SecretStr(standin.token), api_base=standin.api_base, registry=None)
+        await via_standin.login()
+
+        def standin_react(message_id: int, user_id: int, emoji: str) -> None:
+            assert standin.react(user_id, message_id, emoji)
+
+        yield Subject(via_standin, standin_react)
+        await via_standin.close()
+        await standin.close()
         return
     fake = FakeDiscord()
     await fake.start()
