@@ -204,6 +204,9 @@ class ReactionEventQueue:
     _queue: asyncio.Queue[ReactionEvent] = field(init=False, repr=False)
     _accepted: int = field(default=0, init=False)
     _dropped: int = field(default=0, init=False)
+    max_shed_messages: int = 10_000
+    _shed: dict[int, None] = field(default_factory=dict, init=False, repr=False)
+    _shed_overflow: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         if self.max_events < 1:
@@ -217,6 +220,10 @@ class ReactionEventQueue:
             self._queue.put_nowait(event)
         except asyncio.QueueFull:
             self._dropped += 1
+            if event.message_id in self._shed or len(self._shed) < self.max_shed_messages:
+                self._shed[event.message_id] = None
+            else:
+                self._shed_overflow = True
             return False
         self._accepted += 1
         return True
@@ -227,6 +234,27 @@ class ReactionEventQueue:
 
     def stats(self) -> ReactionQueueStats:
         return ReactionQueueStats(self._queue.qsize(), self.max_events, self._accepted, self._dropped)
+
+    def take_shed_messages(self) -> tuple[list[int], bool]:
+        """The messages whose events were shed since the last call (at most ``max_shed_messages``), and
+        whether more were shed than that set holds (then every active poll needs repair)."""
+        shed, overflow = list(self._shed), self._shed_overflow
+        self._shed, self._shed_overflow = {}, False
+        return shed, overflow
+
+    def pending_messages(self) -> set[int]:
+        """The messages of the events still waiting (for the shutdown record)."""
+        return {e.message_id for e in list(self._queue._queue)}  # type: ignore[attr-defined]  # noqa: SLF001 - read-only peek
+
+
+@runtime_checkable
+class ShedReporter(Protocol):
+    """A gateway that can say which messages lost events to a full queue (the sandbox can; a
+    gateway that cannot makes the engine repair every active poll when its drop counter grows)."""
+
+    def take_shed_messages(self) -> tuple[list[int], bool]: ...
+
+    def pending_messages(self) -> set[int]: ...
 
 
 def check_message(content: str | None, embed: Embed | None, attachment: Path | None = None) -> None:

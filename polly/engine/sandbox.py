@@ -46,7 +46,7 @@ from polly.engine.gateway import (
 )
 from polly.engine.sandbox_faults import FaultInjector, FaultRates
 from polly.engine.sandbox_truth import MessageTruth, SandboxCounters, Tally, VoterTruth
-from polly.errors import GatewayError, NotFoundError
+from polly.errors import GatewayError, NotFoundError, RateLimitedError
 
 __all__ = ["SANDBOX_BOT_ID", "FaultRates", "SandboxGateway"]
 
@@ -139,6 +139,12 @@ class SandboxGateway:
 
     def event_stats(self) -> ReactionQueueStats:
         return self._events.stats()
+
+    def take_shed_messages(self) -> tuple[list[int], bool]:
+        return self._events.take_shed_messages()
+
+    def pending_messages(self) -> set[int]:
+        return self._events.pending_messages()
 
     def set_faults(self, faults: FaultRates) -> None:
         """Change the fault rates from now on (storms in a soak)."""
@@ -337,11 +343,16 @@ class SandboxGateway:
             channel_id, content=content, embed=embed, allowed_mentions=allowed_mentions
         )
         missing: list[str] = []
+        last: GatewayError | None = None
         for emoji in emojis:
+            if missing and isinstance(last, RateLimitedError):
+                missing.append(emoji)  # inside the retry-after window: not called
+                continue
             try:
                 await self.add_reaction(channel_id, message_id, emoji)
-            except GatewayError:
+            except GatewayError as err:
                 missing.append(emoji)
+                last = err
         return PostedMessage(message_id, tuple(missing))
 
     async def edit_message(

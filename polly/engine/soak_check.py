@@ -140,6 +140,12 @@ class ReplicaGateway:
     def event_stats(self) -> ReactionQueueStats:
         return self._queue.stats()
 
+    def take_shed_messages(self) -> tuple[list[int], bool]:
+        return self._queue.take_shed_messages()
+
+    def pending_messages(self) -> set[int]:
+        return self._queue.pending_messages()
+
     async def post_poll_message(
         self, channel_id: int, *, embed: Embed, emojis: Sequence[str], content: str | None = None,
         allowed_mentions: AllowedMentions = NO_MENTIONS,

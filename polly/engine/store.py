@@ -212,6 +212,18 @@ class PollStore:
         assert isinstance(outcomes, list)
         return outcomes
 
+    async def votes_by_user(self, poll_id: int) -> dict[int, set[int]]:
+        """The poll's votes: user id → option indexes (a non-numeric user id is skipped)."""
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(Vote.user_id, Vote.option_index).where(Vote.poll_id == poll_id)
+            )
+            out: dict[int, set[int]] = {}
+            for user, option in rows:
+                if str(user).isdigit():
+                    out.setdefault(int(user), set()).add(int(option))
+            return out
+
     async def reconcile_candidates(self, now: datetime, lookback: timedelta, limit: int) -> list[PollView]:
         """Active polls with a posted message that opened within ``lookback``."""
         return [
