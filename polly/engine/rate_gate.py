@@ -111,7 +111,8 @@ class RateLimitGate:
         self, channel_id: int, *, embed: Embed, emojis: Sequence[str], content: str | None = None,
         allowed_mentions: AllowedMentions = NO_MENTIONS,
     ) -> PostedMessage:  # fmt: skip
-        return await self._call(channel_id, f"post a poll to channel {channel_id}", lambda: self.inner.post_poll_message(
+        what = f"post a poll to channel {channel_id}"
+        return await self._call(channel_id, what, lambda: self.inner.post_poll_message(
             channel_id, embed=embed, emojis=emojis, content=content, allowed_mentions=allowed_mentions
         ))  # fmt: skip
 
@@ -137,7 +138,8 @@ class RateLimitGate:
         )
 
     async def remove_reaction(self, channel_id: int, message_id: int, emoji: str, user_id: int) -> None:
-        await self._call(channel_id, f"remove a reaction from {message_id}", lambda: self.inner.remove_reaction(
+        what = f"remove a reaction from {message_id}"
+        await self._call(channel_id, what, lambda: self.inner.remove_reaction(
             channel_id, message_id, emoji, user_id
         ))  # fmt: skip
 

@@ -167,6 +167,23 @@ class SandboxGateway:
             guild = self._channels[channel_id] = self._default_guild
         return guild
 
+    def continue_after(self, last_message_id: int) -> None:
+        """Give new messages ids above ``last_message_id`` (what a database continued from holds)."""
+        nxt = next(self._ids)
+        self._ids = itertools.count(max(nxt, last_message_id + 1))
+
+    def adopt_message(self, message_id: int, channel_id: int, emojis: Sequence[str]) -> bool:
+        """Recreate a poll message a previous run posted (same id, the bot's reactions ``emojis``),
+        so its voters can vote on it again; ``False`` if it exists or the message cap is reached."""
+        if message_id in self._messages or len(self._messages) >= self._max_messages:
+            return False
+        message = _Message(message_id, channel_id, self._guild_of(channel_id), None, None, NO_MENTIONS)
+        message.reactions = {e: {self._bot} for e in emojis[:MAX_REACTIONS_PER_MESSAGE]}
+        self._messages[message_id] = message
+        self._set_votable(message)
+        self.continue_after(message_id)
+        return True
+
     def delete_message(self, message_id: int) -> None:
         """Delete a message as a moderator would; its truth is kept."""
         msg = self._messages.get(message_id)
