@@ -27,6 +27,8 @@ def test_a_short_soak_on_postgres_reports_no_lost_vote(postgres_url: str, tmp_pa
     assert report["phantom_votes"] == 0
     assert report["double_transitions"] == 0
     assert report["deleted_polls"] == 0
+    assert report["calls_inside_retry_after"] == 0
+    assert report["sandbox"]["faults"]["rate_limited"] > 0  # there were windows to respect
     assert report["expected_votes_checked"] > 20
     assert report["polls_in_database"] == 40
     assert report["transitions"]["scheduled->active"] >= 30  # a few open later than the run lasts
