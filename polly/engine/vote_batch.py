@@ -3,7 +3,7 @@
 :func:`apply_batch` is the engine's only vote write path. For a batch of :class:`VoteCommand`
 values it makes one read of the affected polls (locked with ``SELECT … FOR UPDATE`` on PostgreSQL
 and MariaDB, in poll id order so two replicas lock in the same order; SQLite serialises writers),
-one read of the affected users' votes on those polls, then replays the commands *in order* on that
+one read of the affected (poll, user) pairs' votes, then replays the commands *in order* on that
 state in memory with the vote rules below, and writes the difference with one bulk ``DELETE`` and
 one bulk ``INSERT``. Applying a batch gives exactly the database state that applying its commands
 one at a time would give (a property test checks this on every dialect).
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from polly.db.models import Poll, Vote
@@ -100,15 +100,14 @@ async def _polls(session: AsyncSession, message_ids: Sequence[str]) -> dict[str,
 
 
 async def _votes(
-    session: AsyncSession, poll_ids: Sequence[int], user_ids: Sequence[str]
+    session: AsyncSession, pairs: Sequence[tuple[int, str]]
 ) -> dict[tuple[int, str], _UserVotes]:
+    """The votes of exactly these (poll, user) pairs (a row-value ``IN``, served by the votes index)."""
     state: dict[tuple[int, str], _UserVotes] = {}
-    if not poll_ids:
-        return state
-    wanted = set(user_ids)
-    for chunk in _chunks(sorted(wanted)):
+    for start in range(0, len(pairs), _IN_CHUNK // 2):
+        chunk = pairs[start : start + _IN_CHUNK // 2]
         stmt = select(Vote.id, Vote.poll_id, Vote.user_id, Vote.option_index).where(
-            Vote.poll_id.in_(poll_ids), Vote.user_id.in_(chunk)
+            tuple_(Vote.poll_id, Vote.user_id).in_(chunk)
         )
         for vote_id, poll_id, user_id, option in await session.execute(stmt):
             votes = state.setdefault((int(poll_id), str(user_id)), _UserVotes())
@@ -154,8 +153,7 @@ async def apply_batch(
     live = {k: p for k, p in polls.items() if isinstance(p, PollView)}
     state = await _votes(
         session,
-        sorted({p.id for p in live.values()}),
-        sorted({str(c.user_id) for c in commands if str(c.message_id) in live}),
+        sorted({(live[str(c.message_id)].id, str(c.user_id)) for c in commands if str(c.message_id) in live}),
     )
     before = {key: dict(v.options) for key, v in state.items()}
     outcomes: list[VoteOutcome] = []
