@@ -39,6 +39,8 @@ from polly.errors import PollyError
               help="During the burst, voters act at this multiple of --events-per-second.")  # fmt: skip
 @click.option("--burst-seconds", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Length of the burst at the end of the run (0: no burst).")  # fmt: skip
+@click.option("--crash-cycles", type=click.IntRange(min=0, max=1000), default=0, show_default=True,
+              help="Replicas as processes; SIGKILL and restart one N times (0: in-process).")  # fmt: skip
 def soak(
     *,
     config_path: Path | None,
@@ -55,6 +57,7 @@ def soak(
     report_dir: Path,
     burst_factor: float,
     burst_seconds: float,
+    crash_cycles: int,
 ) -> None:
     """Run replicas of the engine against the sandbox under load and faults; write report.json and
     report.png; exit 1 if a vote was lost or invented, a cap exceeded, a transition happened twice, a
@@ -67,7 +70,7 @@ def soak(
         duration_seconds=duration, warmup_seconds=warmup, polls=polls, voters=voters,
         events_per_second=events_per_second, fault_rate=fault_rate, replicas=replicas,
         sample_interval_seconds=sample_interval, seed=seed, report_dir=report_dir,
-        burst_factor=burst_factor, burst_seconds=burst_seconds,
+        burst_factor=burst_factor, burst_seconds=burst_seconds, crash_cycles=crash_cycles,
     )  # fmt: skip
     try:
         report = asyncio.run(run_soak(settings, options))

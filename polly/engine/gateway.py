@@ -184,6 +184,9 @@ class ReactionEvent:
     user_id: int
     emoji: str
     is_bot: bool
+    #: When the engine took the event in (naive UTC; set by the vote dispatcher when the gateway did
+    #: not): a replica applying an event later than a vote recorded from a newer one skips it.
+    received_at: dt.datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

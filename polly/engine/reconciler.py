@@ -208,6 +208,7 @@ class Reconciler:
             return True  # noqa: TRY300 - the except clauses below return False
         except NotFoundError:
             report.gone += 1
+            self._marked.pop(poll.message_id, None)  # gone: nothing to read; the background pass tracks it
             run = self._gone.record_failure(key, "fetch_message")
             gone_for = run.last_attempt - run.first_failure
             if gone_for >= self._orphan_after.total_seconds():
@@ -216,13 +217,13 @@ class Reconciler:
                 self._gone.clear(key)
                 report.orphaned += 1
             else:
-                self._backoff(poll.id, now)
+                self._backoff(poll.id, now, prompt=poll.message_id in self._marked)
         except RateLimitedError as err:
             report.rate_limited = True
             self._paused_until = now + timedelta(seconds=err.retry_after_seconds)
         except GatewayError as err:
             report.transient_failures += 1
-            self._backoff(poll.id, now)
+            self._backoff(poll.id, now, prompt=poll.message_id in self._marked)
             logger.debug("reconcile of poll %s deferred: %s", poll.id, type(err).__name__)
         return False
 
@@ -267,9 +268,12 @@ class Reconciler:
                 return True
             after = page[-1].user_id
 
-    def _backoff(self, poll_id: int, now: datetime) -> None:
+    def _backoff(self, poll_id: int, now: datetime, *, prompt: bool = False) -> None:
+        """Back a failing poll off: 30 s doubling up to an hour, or for a marked poll (which must be
+        repaired promptly) 2 s doubling up to a minute; with ±20 % jitter."""
         failures = self._retry_at.get(poll_id, (now, 0))[1] + 1
-        delay = min(30.0 * 2 ** (failures - 1), 3600.0) * self._rng.uniform(0.8, 1.2)
+        base, most = (2.0, 60.0) if prompt else (30.0, 3600.0)
+        delay = min(base * 2 ** (failures - 1), most) * self._rng.uniform(0.8, 1.2)
         self._retry_at[poll_id] = (now + timedelta(seconds=delay), failures)
 
     def _add(self, report: ReconcileReport) -> None:

@@ -69,6 +69,7 @@ class SoakOptions:
     report_dir: Path = Path("soak-report")
     burst_factor: float = 1.0
     burst_seconds: float = 0.0
+    crash_cycles: int = 0
 
 
 @dataclass(slots=True)
@@ -244,7 +245,15 @@ def growing_classes(samples: Iterable[Sample], after: float) -> list[str]:
 
 
 async def run_soak(settings: Settings, options: SoakOptions) -> dict[str, Any]:  # noqa: PLR0915 - one linear script
-    """Run the soak and write ``report.json`` (and ``report.png`` when matplotlib is installed)."""
+    """Run the soak and write ``report.json`` (and ``report.png`` when matplotlib is installed).
+
+    With ``crash_cycles`` the replicas are separate processes killed and restarted
+    (:mod:`polly.engine.soak_crash`).
+    """
+    if options.crash_cycles:
+        from polly.engine.soak_crash import run_crash_soak
+
+        return await run_crash_soak(soak_settings(settings), options, options.crash_cycles)
     rng = random.Random(options.seed)  # noqa: S311 - a reproducible simulation
     settings = soak_settings(settings)
     admin = Database(settings.database)

@@ -120,20 +120,32 @@ class ReplicaGateway:
         self._sb = sandbox
         self._queue = ReactionEventQueue(max_events)
         self._clock = clock
-        self._told: dict[int, float] = {}  # bucket -> end of the retry-after this replica was given
+        # bucket -> (end of the retry-after this replica was given, the number of the call told)
+        self._told: dict[int, tuple[float, int]] = {}
+        self._calls = 0
+        self.context: tuple[int, int] | None = None
         self.window_violations = 0  # calls this replica made inside a retry-after it had been given
 
     async def _call(self, bucket: int, call: Callable[[], Awaitable[T]]) -> T:
-        """Count a call inside a window this replica knows of, and learn windows from 429s."""
+        """Count a call inside a window this replica knows of, and learn windows from 429s.
+
+        Over a connection (:mod:`polly.engine.sandbox_remote`) calls overlap: :attr:`context` is
+        then the call's request number and the last answer the replica had read when it sent it,
+        so a call already on its way when the 429 came back is not counted. In process every
+        earlier answer is known.
+        """
+        self._calls += 1
+        number, known = self.context or (self._calls, self._calls - 1)
         now = self._clock()
-        if self._told.get(bucket, 0.0) > now:
+        told = self._told.get(bucket)
+        if told is not None and told[0] > now and known >= told[1]:
             self.window_violations += 1
         try:
             return await call()
         except RateLimitedError as err:
             if len(self._told) >= 10_000:
-                self._told = {b: t for b, t in self._told.items() if t > now}
-            self._told[bucket] = max(self._told.get(bucket, 0.0), now + err.retry_after_seconds)
+                self._told = {b: t for b, t in self._told.items() if t[0] > now}
+            self._told[bucket] = (now + err.retry_after_seconds, number)
             raise
 
     @staticmethod

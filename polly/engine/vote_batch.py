@@ -17,7 +17,10 @@ The rules, per command (the same as for one event):
   otherwise ``rejected_max_choices``; a remove deletes that option's vote, but only on polls that
   keep reactions (multiple choice, not anonymous): elsewhere the bot's own removals echo back;
 - ``reconcile=True`` only ever adds (a single-choice user who already voted keeps the vote);
-- replaying a command changes nothing.
+- replaying a command changes nothing;
+- a command with ``seen_at`` (when the engine took its event in) older than the user's recorded
+  vote it would replace (single choice) or remove is ``ignored_stale``: another replica, ahead of
+  this one, already applied a newer event. New votes are stamped with ``seen_at`` (else ``now``).
 
 A corrupt poll row fails only its own commands (``ignored_corrupt``, with the error); the rest of
 the batch is applied.
@@ -39,6 +42,7 @@ from polly.engine.views import CorruptPollError, PollView, poll_view
 VoteAction = Literal[
     "created", "updated", "added", "removed", "already_recorded", "rejected_max_choices",
     "ignored_unknown_poll", "ignored_closed", "ignored_emoji", "ignored_remove", "ignored_corrupt",
+    "ignored_stale",
 ]  # fmt: skip
 CHANGED_ACTIONS = frozenset({"created", "updated", "added", "removed"})
 #: Bound on the ids in one ``IN (…)`` list (SQLite's default variable limit is 32 766).
@@ -54,6 +58,7 @@ class VoteCommand:
     emoji: str
     kind: Literal["add", "remove"]
     reconcile: bool = False
+    seen_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +83,7 @@ class _UserVotes:
     """
 
     options: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    voted_at: dict[int, datetime] = field(default_factory=dict)
 
 
 def _chunks(values: Sequence[str]) -> list[Sequence[str]]:
@@ -106,37 +112,57 @@ async def _votes(
     state: dict[tuple[int, str], _UserVotes] = {}
     for start in range(0, len(pairs), _IN_CHUNK // 2):
         chunk = pairs[start : start + _IN_CHUNK // 2]
-        stmt = select(Vote.id, Vote.poll_id, Vote.user_id, Vote.option_index).where(
+        stmt = select(Vote.id, Vote.poll_id, Vote.user_id, Vote.option_index, Vote.voted_at).where(
             tuple_(Vote.poll_id, Vote.user_id).in_(chunk)
         )
-        for vote_id, poll_id, user_id, option in await session.execute(stmt):
+        for vote_id, poll_id, user_id, option, voted_at in await session.execute(stmt):
             votes = state.setdefault((int(poll_id), str(user_id)), _UserVotes())
             votes.options[int(option)] = (*votes.options.get(int(option), ()), int(vote_id))
+            if isinstance(voted_at, datetime):
+                votes.voted_at[int(option)] = max(voted_at, votes.voted_at.get(int(option), voted_at))
     return state
 
 
-def _apply(poll: PollView, votes: _UserVotes, command: VoteCommand, option: int) -> VoteAction:  # noqa: PLR0911 - one return per rule
+def _stale(votes: _UserVotes, command: VoteCommand, options: object) -> bool:
+    """``True`` if a vote among ``options`` was recorded from an event newer than ``command``."""
+    seen = command.seen_at
+    return seen is not None and any(
+        t > seen
+        for o, t in votes.voted_at.items()
+        if o in options  # type: ignore[operator]
+    )
+
+
+def _apply(poll: PollView, votes: _UserVotes, command: VoteCommand, option: int, now: datetime) -> VoteAction:  # noqa: PLR0911 - one return per rule
     """Apply one command's rule to ``votes`` in place and name what it did."""
     chosen = votes.options
     if command.kind == "remove":
         if poll.removes_reactions or option not in chosen:
             return "ignored_remove"
+        if _stale(votes, command, {option}):
+            return "ignored_stale"  # re-added since this event (another replica was ahead)
         del chosen[option]
+        votes.voted_at.pop(option, None)
         return "removed"
     if not poll.multiple_choice:
         if option in chosen and len(chosen) == 1:
             return "already_recorded"
         if chosen and command.reconcile:
             return "already_recorded"
+        if _stale(votes, command, chosen):
+            return "ignored_stale"  # the user chose again since this event
         had = bool(chosen)
         chosen.clear()
+        votes.voted_at.clear()
         chosen[option] = ()
+        votes.voted_at[option] = command.seen_at or now
         return "updated" if had else "created"
     if option in chosen:
         return "already_recorded"
     if poll.max_choices is not None and len(chosen) >= poll.max_choices:
         return "rejected_max_choices"
     chosen[option] = ()
+    votes.voted_at[option] = command.seen_at or now
     return "added"
 
 
@@ -174,7 +200,7 @@ async def apply_batch(
             outcomes.append(VoteOutcome("ignored_emoji", poll))
             continue
         votes = state.setdefault((poll.id, str(command.user_id)), _UserVotes())
-        outcomes.append(VoteOutcome(_apply(poll, votes, command, option), poll, option))
+        outcomes.append(VoteOutcome(_apply(poll, votes, command, option, now), poll, option))
     await _write(session, before, state, now)
     return outcomes
 
@@ -194,10 +220,11 @@ async def _write(
         # An option deleted and re-added within the batch keeps its old row(s).
         gone.extend(vote_id for option, ids in old.items() if option not in votes.options for vote_id in ids)
         rows.extend(
-            {"poll_id": poll_id, "user_id": user_id, "option_index": option, "voted_at": now}
+            {"poll_id": poll_id, "user_id": user_id, "option_index": option,
+             "voted_at": votes.voted_at.get(option, now)}
             for option in votes.options
             if option not in old
-        )
+        )  # fmt: skip
     for start in range(0, len(gone), _IN_CHUNK):
         await session.execute(delete(Vote).where(Vote.id.in_(gone[start : start + _IN_CHUNK])))
     if rows:

@@ -20,6 +20,7 @@ at most once per interval. :class:`DmLimiter` bounds the optional DMs to ``max_p
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -176,9 +177,12 @@ class VoteProcessor:
         if not accepted:
             return results
         commands = [
-            VoteCommand(e.message_id, e.user_id, e.emoji, e.kind, reconcile=reconcile and e.kind == "add")
+            VoteCommand(
+                e.message_id, e.user_id, e.emoji, e.kind, reconcile=reconcile and e.kind == "add",
+                seen_at=e.received_at,
+            )
             for _, e in accepted
-        ]
+        ]  # fmt: skip
         outcomes = await self._store.apply_votes(commands, now=self._clock())
         for (i, event), outcome in zip(accepted, outcomes, strict=True):
             results[i] = outcome
@@ -257,6 +261,8 @@ class VoteProcessor:
         queues = self._queues
         while True:
             event = await self._gateway.next_reaction_event()
+            if event.received_at is None:
+                event = dataclasses.replace(event, received_at=self._clock())
             await queues[event.message_id % len(queues)].put(event)
 
     async def work(self, index: int) -> None:
