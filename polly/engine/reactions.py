@@ -130,12 +130,14 @@ class ReactionRemover:
         """Make every removal that is due; return seconds until the next one is (≤ 1)."""
         now = self._now()
         wait = 1.0
-        for removal, entry in list(self._pending.items()):
+        for done, (removal, entry) in enumerate(list(self._pending.items())):
             if entry.due > now:
                 wait = min(wait, entry.due - now)
                 continue
             del self._pending[removal]
             await self._try(removal, entry)
+            if done % 50 == 49:
+                await asyncio.sleep(0)  # a call that answers at once never yields: let the loop run
         return max(wait, 0.01)
 
     async def run(self) -> None:

@@ -184,9 +184,11 @@ class VoteProcessor:
             for _, e in accepted
         ]  # fmt: skip
         outcomes = await self._store.apply_votes(commands, now=self._clock())
-        for (i, event), outcome in zip(accepted, outcomes, strict=True):
+        for n, ((i, event), outcome) in enumerate(zip(accepted, outcomes, strict=True)):
             results[i] = outcome
             await self._after(event, outcome, inline=inline)
+            if n % 100 == 99:
+                await asyncio.sleep(0)  # a large batch must not hold the loop
         return results
 
     async def _after(self, event: ReactionEvent, outcome: VoteOutcome, *, inline: bool) -> None:
