@@ -188,7 +188,7 @@ class Reconciler:
         key = f"poll:{poll.id}"
         try:
             report.calls += 1
-            observed_at = self._monotonic()
+            observed_at, read_at = self._monotonic(), self._clock()
             message = await self._gateway.fetch_message(poll.channel_id, poll.message_id)
             self._gone.clear(key)
             held: dict[int, set[int]] = {}
@@ -200,7 +200,9 @@ class Reconciler:
                 if not await self._read_users(poll, reaction.emoji, option, held, report):
                     complete = False
                     break
-            await self._apply(poll, held, complete=complete, observed_at=observed_at, report=report)
+            await self._apply(
+                poll, held, complete=complete, observed_at=observed_at, read_at=read_at, report=report
+            )
             if not complete:
                 return False
             self._last_done[poll.id] = now
@@ -229,13 +231,13 @@ class Reconciler:
 
     async def _apply(
         self, poll: PollView, held: dict[int, set[int]], *, complete: bool, observed_at: float,
-        report: ReconcileReport,
+        read_at: datetime, report: ReconcileReport,
     ) -> None:  # fmt: skip
         assert poll.message_id is not None
         recorded = await self._store.votes_by_user(poll.id)
         remover = self._votes.remover
         events, leftovers = repair_events(
-            poll, held, recorded, complete=complete, is_leftover=remover.is_leftover
+            poll, held, recorded, complete=complete, is_leftover=remover.is_leftover, read_at=read_at
         )
         for user, emoji in leftovers:
             await remover.remove_now((poll.channel_id, poll.message_id, emoji, user))

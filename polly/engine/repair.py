@@ -30,6 +30,7 @@ incomplete one (budget spent, a failed page) only adds.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import datetime
 
 from polly.engine.gateway import ReactionEvent
 from polly.engine.views import PollView
@@ -45,10 +46,13 @@ def repair_events(
     *,
     complete: bool,
     is_leftover: Callable[[int, int, str], bool],
+    read_at: datetime | None = None,
 ) -> tuple[list[ReactionEvent], list[tuple[int, str]]]:
     """The events that make ``recorded`` match ``held``, and the (user, emoji) leftovers to remove.
 
-    ``held``: the reactions read (user → options); ``recorded``: the votes in the database.
+    ``held``: the reactions read (user → options); ``recorded``: the votes in the database;
+    ``read_at`` (naive UTC): when the reactions were read, the events' time, so a user's act after
+    the read is newer than the repair's vote.
     """
     assert poll.message_id is not None
     events: list[ReactionEvent] = []
@@ -57,7 +61,7 @@ def repair_events(
     def event(kind: str, user: int, option: int) -> ReactionEvent:
         return ReactionEvent(
             "add" if kind == "add" else "remove", poll.server_id, poll.channel_id, poll.message_id or 0,
-            user, poll.emojis[option], is_bot=False,
+            user, poll.emojis[option], is_bot=False, received_at=read_at,
         )  # fmt: skip
 
     keeps = not poll.removes_reactions

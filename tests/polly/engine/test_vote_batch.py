@@ -209,3 +209,30 @@ async def test_one_batch_reads_once_and_writes_in_bulk(sqlite_url: str) -> None:
         assert statements.count("DELETE") <= 1
     finally:
         await database.dispose()
+
+
+async def test_a_stale_event_never_overwrites_a_newer_choice(db_url: str) -> None:
+    """A replica that lags applies an older event after another replica applied a newer one."""
+    database = Database(settings_for(db_url).database)
+    create_schema(database.sync_engine)
+    try:
+        ids = await _seed(database)
+        store = PollStore(database.async_session_scope)
+        t = [NOW - timedelta(seconds=30 - i) for i in range(4)]
+        first = [VoteCommand(100, 1, "🇦", "add", seen_at=t[0]), VoteCommand(100, 1, "🇧", "add", seen_at=t[1])]
+        await store.apply_votes(first, now=NOW)  # the replica ahead: 🇦 then 🇧
+        (late,) = await store.apply_votes([first[0]], now=NOW)  # the lagging one replays 🇦
+        assert late.action == "ignored_stale"
+        assert await _state(database) == {(ids[0], "1", 1)}
+        (newer,) = await store.apply_votes([VoteCommand(100, 1, "🇨", "add", seen_at=t[2])], now=NOW)
+        assert newer.action == "updated"
+        # Multiple choice: a late remove of an option re-added since is stale too.
+        await store.apply_votes(
+            [VoteCommand(101, 1, "🇦", "add", seen_at=t[0]), VoteCommand(101, 1, "🇦", "remove", seen_at=t[1]),
+             VoteCommand(101, 1, "🇦", "add", seen_at=t[2])], now=NOW,
+        )  # fmt: skip
+        (stale_remove,) = await store.apply_votes([VoteCommand(101, 1, "🇦", "remove", seen_at=t[1])], now=NOW)
+        assert stale_remove.action == "ignored_stale"
+        assert await _state(database) == {(ids[0], "1", 2), (ids[1], "1", 0)}
+    finally:
+        await database.dispose()
