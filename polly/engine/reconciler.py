@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from cachetools import TTLCache
+
 from polly.engine.gateway import MAX_REACTION_USERS_PAGE, Gateway
 from polly.engine.repair import repair_events
 from polly.engine.store import PollStore
@@ -97,6 +99,7 @@ class Reconciler:
         orphan_after: timedelta,
         max_polls: int = 5_000,
         max_marked: int = 10_000,
+        confirm_seconds: float = 10.0,
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -118,6 +121,12 @@ class Reconciler:
         self._max_marked = max_marked
         self._marked: OrderedDict[int, None] = OrderedDict()  # message ids needing a prompt repair
         self._mark_all = False
+        self._confirm_seconds = confirm_seconds
+        # (message, user, emoji) -> (first seen, the votes then): single-choice changes awaiting a 2nd read
+        self._candidates: TTLCache[tuple[int, int, str], tuple[float, frozenset[int]]] = TTLCache(
+            maxsize=max_marked, ttl=max(confirm_seconds * 30, 60.0), timer=monotonic
+        )
+        self._deferred = False
         self.passes = 0
         self.totals = ReconcileReport()
 
@@ -200,11 +209,12 @@ class Reconciler:
                 if not await self._read_users(poll, reaction.emoji, option, held, report):
                     complete = False
                     break
+            self._deferred = False
             await self._apply(
                 poll, held, complete=complete, observed_at=observed_at, read_at=read_at, report=report
             )
-            if not complete:
-                return False
+            if not complete or self._deferred:
+                return False  # read again: unfinished, or a change of mind awaiting its second look
             self._last_done[poll.id] = now
             self._retry_at.pop(poll.id, None)
             return True  # noqa: TRY300 - the except clauses below return False
@@ -237,8 +247,9 @@ class Reconciler:
         recorded = await self._store.votes_by_user(poll.id)
         remover = self._votes.remover
         events, leftovers = repair_events(
-            poll, held, recorded, complete=complete, is_leftover=remover.is_leftover, read_at=read_at
-        )
+            poll, held, recorded, complete=complete, is_leftover=remover.is_leftover, read_at=read_at,
+            confirmed=self._confirmed,
+        )  # fmt: skip
         for user, emoji in leftovers:
             await remover.remove_now((poll.channel_id, poll.message_id, emoji, user))
         if not events:
@@ -249,6 +260,17 @@ class Reconciler:
                     report.votes_removed += 1
                 else:
                     report.votes_added += 1
+
+    def _confirmed(self, message_id: int, user_id: int, emoji: str, votes: frozenset[int]) -> bool:
+        key, now = (message_id, user_id, emoji), self._monotonic()
+        seen = self._candidates.get(key)
+        if seen is not None and seen[1] == votes and now - seen[0] >= self._confirm_seconds:
+            del self._candidates[key]
+            return True
+        if seen is None or seen[1] != votes:
+            self._candidates[key] = (now, votes)
+        self._deferred = True
+        return False
 
     async def _read_users(
         self, poll: PollView, emoji: str, option: int, held: dict[int, set[int]], report: ReconcileReport

@@ -21,9 +21,13 @@ multiple choice, anonymous      an addition not yet recorded     that option is 
 =============================== ================================ ====================================
 
 A single-choice user showing several unrecorded reactions gets the last of them in the poll's
-option order (Discord does not say which came last); all are removed. A reaction whose removal the
-bot failed and has not yet confirmed (:meth:`ReactionRemover.is_leftover`) is a leftover, not a
-choice: it is removed and changes nothing. Votes are only removed from a complete read; an
+option order (Discord does not say which came last); all are removed. A change of mind over a
+recorded vote is applied only once the same reaction has been seen, with the same recorded vote,
+on reads at least ``confirm_seconds`` apart (10 s): a reaction whose removal another replica (or
+a replica before a crash) is still retrying is gone by then, so it is not taken for a new choice.
+A reaction whose removal the bot failed and has not yet confirmed
+(:meth:`ReactionRemover.is_leftover`) is a leftover, not a choice: it is removed and changes
+nothing. Votes are only removed from a complete read; an
 incomplete one (budget spent, a failed page) only adds.
 """
 
@@ -47,12 +51,15 @@ def repair_events(
     complete: bool,
     is_leftover: Callable[[int, int, str], bool],
     read_at: datetime | None = None,
+    confirmed: Callable[[int, int, str, frozenset[int]], bool] = lambda _m, _u, _e, _h: True,
 ) -> tuple[list[ReactionEvent], list[tuple[int, str]]]:
     """The events that make ``recorded`` match ``held``, and the (user, emoji) leftovers to remove.
 
     ``held``: the reactions read (user → options); ``recorded``: the votes in the database;
     ``read_at`` (naive UTC): when the reactions were read, the events' time, so a user's act after
-    the read is newer than the repair's vote.
+    the read is newer than the repair's vote. ``confirmed(message, user, emoji, votes)`` says
+    whether a single-choice change of mind (a visible reaction for another option than the recorded
+    vote) has been seen long enough to be one; an unconfirmed one is left for a later read.
     """
     assert poll.message_id is not None
     events: list[ReactionEvent] = []
@@ -79,6 +86,15 @@ def repair_events(
             else:
                 fresh.append(option)
         if not poll.multiple_choice:
+            changes = [o for o in fresh if o not in have]
+            if (
+                have
+                and changes
+                and not all(
+                    confirmed(poll.message_id, user, poll.emojis[o], frozenset(have)) for o in changes
+                )
+            ):
+                fresh = [o for o in fresh if o in have]
             # The recorded option first, so that another visible option is the one that wins.
             fresh.sort(key=lambda o: (o not in have, o))
         events.extend(event("add", user, o) for o in fresh)

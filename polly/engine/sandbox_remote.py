@@ -171,7 +171,6 @@ class RemoteGateway:
                 if kind == "ev":
                     self._events.offer(rest[0])
                     continue
-                self._acked = max(self._acked, rest[0])
                 future = self._waiting.pop(rest[0], None)
                 if future is None or future.done():
                     continue
@@ -223,7 +222,11 @@ class RemoteGateway:
         self._waiting[rid] = future
         write_frame(self._writer, (rid, op, args, kwargs, self._acked))
         await self._writer.drain()
-        return await future
+        try:
+            return await future
+        finally:
+            # Known once the caller has it (a 429 reaches the rate gate with no await in between).
+            self._acked = max(self._acked, rid)
 
     # The REST operations, each one request (see :class:`~polly.engine.gateway.Gateway`).
 

@@ -37,6 +37,11 @@ async def test_downtime_change_of_mind_on_a_single_choice_poll_is_applied(url: s
         h.sandbox.user_add_reaction(message, USER, "🇧")  # while polly is down
         await _lose_events(h)
         engine.reconciler.mark_all()  # what start-up does
+        first = await engine.reconciler.repair_marked()
+        assert first.votes_added == 0  # a change over a recorded vote needs a second look
+        assert await h.votes(poll_id) == {USER: {0}}
+        assert engine.reconciler.marked == 1
+        h.clock.advance(seconds=11)
         report = await engine.reconciler.repair_marked()
         assert report.votes_added == 1
         assert await h.votes(poll_id) == {USER: {1}}
@@ -219,3 +224,31 @@ async def test_no_call_goes_into_a_known_retry_after_window(sqlite_url: str) -> 
         assert engine.remover.pending == 0
         assert not any(h.sandbox.has_reaction(message, USER + i, "🇦") for i in range(6))
         assert h.sandbox.counters().rate_limit_violations == 0
+
+
+async def test_a_leftover_another_process_is_retrying_is_not_read_as_a_change_of_mind(
+    sqlite_url: str,
+) -> None:
+    """A replica that knows nothing of a removal still being retried elsewhere (it was restarted)."""
+    async with harness(sqlite_url) as h:
+        engine, other = h.engine(), h.engine(replica="r2")
+        poll_id = await h.add_poll()
+        await engine.scheduler.tick()
+        message = await h.message_of(poll_id)
+        h.sandbox.set_faults(FaultRates(server_error=1.0))
+        h.sandbox.user_add_reaction(message, USER, "🇦")
+        await h.drain(engine)  # 🇦 recorded, its removal failed: r1 retries it
+        h.sandbox.set_faults(FaultRates())
+        h.sandbox.user_add_reaction(message, USER, "🇧")
+        await h.drain(engine)
+        assert await h.votes(poll_id) == {USER: {1}}
+        h.clock.advance(seconds=1)
+        await other.reconciler.pass_once()  # r2 sees 🇦 and does not know it is a leftover
+        assert await h.votes(poll_id) == {USER: {1}}
+        h.clock.advance(seconds=2)
+        await engine.remover.retry_due()  # r1's retry removes it
+        h.clock.advance(seconds=60)
+        other.reconciler._retry_at.clear()
+        await other.reconciler.pass_once()
+        assert await h.votes(poll_id) == {USER: {1}}
+        assert not h.sandbox.has_reaction(message, USER, "🇦")

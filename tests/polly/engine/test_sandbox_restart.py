@@ -62,7 +62,8 @@ async def test_a_second_run_continues_the_database(tmp_path: Path, caplog: pytes
         conn.execute(
             text(
                 "INSERT INTO polls (name, question, options_json, emojis_json, server_id, channel_id,"
-                " creator_id, status, timezone, open_time, close_time, open_immediately, anonymous, multiple_choice)"
+                " creator_id, status, timezone, open_time, close_time, open_immediately, anonymous,"
+                " multiple_choice)"
                 " SELECT 'later', question, options_json, emojis_json, server_id, channel_id, creator_id,"
                 " 'scheduled', timezone, open_time, close_time, 1, 0, 1 FROM polls LIMIT 1"
             )
