@@ -270,6 +270,7 @@ class Reconciler:
         if seen is None or seen[1] != votes:
             self._candidates[key] = (now, votes)
         self._deferred = True
+        self.mark_message(message_id)  # the second look comes from the prompt pass
         return False
 
     async def _read_users(

@@ -202,7 +202,9 @@ class VoteProcessor:
         if self._on_outcome is not None:
             self._on_outcome(event, outcome)
         poll = outcome.poll
-        if poll is None or outcome.action.startswith("ignored"):
+        # A stale add is an old act the user has since replaced: its reaction goes like any other.
+        stale_add = outcome.action == "ignored_stale" and event.kind == "add"
+        if poll is None or (outcome.action.startswith("ignored") and not stale_add):
             return
         if outcome.changed:
             self._embeds.mark(poll.id)
