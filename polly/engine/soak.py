@@ -334,17 +334,22 @@ async def run_soak(settings: Settings, options: SoakOptions) -> dict[str, Any]: 
         burst_end = time.monotonic()
         await _drain(engines)
         sandbox.set_faults(FaultRates())
-        # A last repair without faults and without a budget: every candidate poll is read once more.
+        # A last repair without faults and without a budget: every candidate poll is read again until
+        # a pass changes nothing and no replica has a poll marked (a deferred change of mind needs
+        # its second look), at most 120 s.
         final = engines[0].reconciler
         final.budget = 10**9
-        for _ in range(5):
+        deadline = time.monotonic() + 120.0
+        while True:
             repaired = await final.pass_once()
             await _drain(engines)
-            if not (
+            quiet = not (
                 repaired.votes_added or repaired.votes_removed or repaired.transient_failures
                 or repaired.rate_limited
-            ):  # fmt: skip
+            )  # fmt: skip
+            if (quiet and all(e.reconciler.marked == 0 for e in engines)) or time.monotonic() > deadline:
                 break
+            await asyncio.sleep(1.0)
         result, poll_count, states = await audit(admin, sandbox)
         converged_after = time.monotonic() - burst_end
         for sup in (*sups, harness):
