@@ -25,8 +25,9 @@ the user, not the bot), so a ``remove`` is not always the user's own act.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -204,6 +205,9 @@ class ReactionEventQueue:
     """A bounded FIFO of :class:`ReactionEvent`; :meth:`offer` never blocks and sheds when full."""
 
     max_events: int
+    #: When an event is taken in (naive UTC; default the wall clock): stamped on events that carry
+    #: no ``received_at``, so replicas order one user's acts by when Discord delivered them.
+    clock: Callable[[], dt.datetime] | None = None
     _queue: asyncio.Queue[ReactionEvent] = field(init=False, repr=False)
     _accepted: int = field(default=0, init=False)
     _dropped: int = field(default=0, init=False)
@@ -219,6 +223,9 @@ class ReactionEventQueue:
 
     def offer(self, event: ReactionEvent) -> bool:
         """Enqueue ``event``; return ``False`` (and count a drop) if ``max_events`` are waiting."""
+        if event.received_at is None:
+            now = self.clock() if self.clock is not None else dt.datetime.now(dt.UTC).replace(tzinfo=None)
+            event = dataclasses.replace(event, received_at=now)
         try:
             self._queue.put_nowait(event)
         except asyncio.QueueFull:

@@ -26,6 +26,7 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from polly.engine.gateway import (
@@ -71,7 +72,8 @@ class _Message:
 
 
 class SandboxGateway:
-    """The sandbox gateway. ``rng``, ``clock`` (monotonic seconds) and ``sleep`` are injected."""
+    """The sandbox gateway. ``rng``, ``clock`` (monotonic seconds), ``sleep`` and ``wall_clock``
+    (naive UTC, when events are taken in; default the real one) are injected."""
 
     def __init__(
         self,
@@ -87,6 +89,7 @@ class SandboxGateway:
         max_messages: int = 50_000,
         max_channels: int = 10_000,
         max_tracked_voters: int = 500_000,
+        wall_clock: Callable[[], datetime] | None = None,
     ) -> None:
         if min(max_messages, max_channels, max_tracked_voters) < 1:
             msg = "max_messages, max_channels and max_tracked_voters must each be at least 1"
@@ -100,7 +103,7 @@ class SandboxGateway:
             max_channels,
             max_tracked_voters,
         )
-        self._events = ReactionEventQueue(max_events)
+        self._events = ReactionEventQueue(max_events, clock=wall_clock)
         self._channels: dict[int, int] = {}  # channel -> guild
         self._messages: OrderedDict[int, _Message] = OrderedDict()
         self._votable: list[int] = []  # messages carrying bot reactions: what voters pick from
