@@ -91,9 +91,17 @@ async def run_crash_soak(settings: Settings, options: SoakOptions, cycles: int) 
     kills = 0
     with (options.report_dir / "replicas.log").open("ab") as log:
         procs = {n: await _spawn(n, port, url, log) for n in names}
+
+        async def connected(count: int, limit: float) -> None:
+            # A process start can take seconds on a loaded machine: the clock starts once it is up.
+            deadline = time.monotonic() + limit
+            while server.connections < count and time.monotonic() < deadline:  # noqa: ASYNC110 - polling a counter another coroutine bumps
+                await asyncio.sleep(0.2)
+
         async with Supervisor(name="soak", registry=None) as harness:
             harness.start_loop("sandbox", ready_at_once(sandbox.start))
             harness.start_loop("fan-out", ready_at_once(server.fan_out))
+            await connected(len(names), 60.0)
             harness.start_loop("voters", ready_at_once(voters.run))
             interval = options.duration_seconds / (cycles + 1)
             for k in range(cycles):
@@ -105,6 +113,7 @@ async def run_crash_soak(settings: Settings, options: SoakOptions, cycles: int) 
                 logger.info("crash %d/%d: killed %s", kills, cycles, victim)
                 await asyncio.sleep(1.0)
                 procs[victim] = await _spawn(victim, port, url, log)
+                await connected(len(names) + kills, 60.0)
             await asyncio.sleep(interval)
             voters.running = False
             # Discord calms down: the replicas' own repair (prompt and background) finishes the job.
