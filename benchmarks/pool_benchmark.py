@@ -2,8 +2,9 @@
 
 Two runs of the same load in one process, on one fresh database:
 
-* ``polly``: :class:`polly.db.Database` async engine, pool 5 + 5 overflow, one
-  ``async_session_scope()`` per vote;
+* ``polly``: polly's real vote path, :class:`~polly.engine.service.Engine` on a
+  :class:`polly.db.Database` (pool 5 + 5 overflow): each vote is a reaction event through the
+  gateway queue and the batch writer (:mod:`polly.engine.vote_batch`), awaited until committed;
 * ``upstream``: upstream Polly's pattern, a default ``create_engine(url)`` (QueuePool 5 + 10, 30 s
   timeout) and a new sync ``SessionLocal()`` per vote, called from the coroutines on the event loop.
 
@@ -28,21 +29,28 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from sqlalchemy import create_engine, select
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.orm import Session, sessionmaker
+from vote_throughput import SyntheticGateway
 
-from polly.config import DatabaseSettings, SecretUrl
+from polly.config import load_settings
 from polly.db.engine import Database
 from polly.db.models import Poll, Vote, utcnow_naive
 from polly.db.schema import create_schema
 from polly.db.urls import driver_url
+from polly.engine.gateway import ReactionEvent
+from polly.engine.service import Engine
 from polly.errors import PoolExhaustedError
 from polly.stats import DurationEvent, StatsRegistry
+from polly.supervisor import Supervisor
 
+MESSAGE_ID = 5_000
+EMOJIS = ["0️⃣", "1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣", "6️⃣", "7️⃣", "8️⃣", "9️⃣"]
 ADMIN_URL = os.environ.get("POLLY_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -128,7 +136,8 @@ async def drive(
     return elapsed, peak, worst[0]
 
 
-async def run_polly(url: str, poll_id: int, voters: int, votes: int) -> Result:
+async def run_polly(url: str, _poll_id: int, voters: int, votes: int) -> Result:
+    """polly's real vote path: each vote is a reaction event through the engine's batch writer."""
     registry = StatsRegistry()
     waits: list[float] = []
 
@@ -137,25 +146,43 @@ async def run_polly(url: str, poll_id: int, voters: int, votes: int) -> Result:
             waits.append(event.seconds)
 
     registry.add_listener(on_duration)
-    settings = DatabaseSettings(url=SecretUrl(url), pool_size=5, max_overflow=5, pool_timeout_seconds=30)
-    db = Database(settings, registry=registry)
+    settings = load_settings(
+        environ={
+            "DATABASE_URL": url,
+            "DB_POOL_SIZE": "5",
+            "DB_MAX_OVERFLOW": "5",
+            "POLLY_REDIS__ENABLED": "false",
+        }
+    )
+    db = Database(settings.database, registry=registry)
+    gateway = SyntheticGateway(settings.engine.vote_queue_max)
+    committed: dict[tuple[int, str], asyncio.Future[None]] = {}
+
+    def on_outcome(event: ReactionEvent, _outcome: object) -> None:
+        future = committed.pop((event.user_id, event.emoji), None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    engine = Engine(settings, db, gateway, on_outcome=on_outcome)  # type: ignore[arg-type]
 
     async def vote(v: int, n: int) -> None:
-        async with db.async_session_scope() as session:
-            user, option = f"p{v}", n % 10
-            existing = await session.execute(
-                select(Vote.id).where(
-                    Vote.poll_id == poll_id, Vote.user_id == user, Vote.option_index == option
-                )
-            )
-            if existing.first() is None:
-                session.add(Vote(poll_id=poll_id, user_id=user, option_index=option, voted_at=utcnow_naive()))
+        # A voter's vote counts once its transaction committed (the handler awaits it).
+        event = ReactionEvent("add", 1, 2, MESSAGE_ID, 10_000 + v, EMOJIS[n % 10], is_bot=False)
+        future = committed[(event.user_id, event.emoji)] = asyncio.get_running_loop().create_future()
+        while not gateway.queue.offer(event):  # noqa: ASYNC110 - a full queue: the voter retries
+            await asyncio.sleep(0.01)
+        await future
 
     try:
-        elapsed, peak, stall = await drive("polly", url, voters, votes, vote)
-        (snap,) = db.engine_stats()
+        async with Supervisor(name="bench", registry=None) as sup:
+            engine.start(sup)
+            await sup.wait_ready(30)
+            elapsed, peak, stall = await drive("polly", url, voters, votes, vote)
+            await sup.shutdown(10)
+        snap = next(s for s in db.engine_stats() if "async" in s.name)
         return Result("polly", voters * votes, elapsed, waits, snap.timeouts, peak, stall)
     finally:
+        engine.close()
         await db.dispose()
 
 
@@ -230,8 +257,10 @@ async def main() -> None:
         with Session(engine) as session:
             now = utcnow_naive()
             poll = Poll(name="bench", question="?", server_id="1", channel_id="2", creator_id="3",
-                        open_time=now, close_time=now, status="active")  # fmt: skip
+                        open_time=now, close_time=now + timedelta(hours=1), status="active",
+                        message_id=str(MESSAGE_ID), multiple_choice=True)  # fmt: skip
             poll.options = [str(i) for i in range(10)]
+            poll.emojis = list(EMOJIS)
             session.add(poll)
             session.commit()
             poll_id = poll.id

@@ -17,6 +17,7 @@ HERE = Path(__file__).resolve().parent
 
 RUNS = {
     "pool": (["pool_benchmark.py"], ["pool_benchmark.py", "--voters", "50", "--votes", "4"]),
+    "vote throughput": (["vote_throughput.py"], ["vote_throughput.py", "--quick"]),
     "census": (["census_benchmark.py"], ["census_benchmark.py", "--sizes", "200000"]),
     "redis outage": (["redis_outage_benchmark.py"], ["redis_outage_benchmark.py"]),
     "overhead": (

@@ -185,6 +185,12 @@ class EngineSettings(_Section):
     vote_workers: int = Field(
         4, ge=1, le=64, description="concurrent vote writers; one message's events stay in order"
     )
+    vote_batch_size: int = Field(
+        500, ge=1, le=5000, description="most reaction events one vote transaction applies"
+    )
+    vote_flush_seconds: float = Field(
+        0.01, ge=0, le=1, description="longest wait for more events when a vote worker holds only one"
+    )
     startup_timeout_seconds: float = Field(60.0, gt=0)
     shutdown_timeout_seconds: float = Field(10.0, gt=0)
     status_interval_seconds: float = Field(10.0, ge=1)

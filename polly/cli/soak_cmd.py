@@ -35,6 +35,12 @@ from polly.errors import PollyError
 @click.option("--sample-interval", type=click.FloatRange(min=1), default=10.0, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True, help="Random seed of the simulation.")
 @click.option("--report-dir", type=click.Path(path_type=Path), default=Path("soak-report"), show_default=True)
+@click.option("--burst-factor", type=click.FloatRange(min=1), default=1.0, show_default=True,
+              help="During the burst, voters act at this multiple of --events-per-second.")  # fmt: skip
+@click.option("--burst-seconds", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Length of the burst at the end of the run (0: no burst).")  # fmt: skip
+@click.option("--crash-cycles", type=click.IntRange(min=0, max=1000), default=0, show_default=True,
+              help="Replicas as processes; SIGKILL and restart one N times (0: in-process).")  # fmt: skip
 def soak(
     *,
     config_path: Path | None,
@@ -49,10 +55,13 @@ def soak(
     sample_interval: float,
     seed: int,
     report_dir: Path,
+    burst_factor: float,
+    burst_seconds: float,
+    crash_cycles: int,
 ) -> None:
     """Run replicas of the engine against the sandbox under load and faults; write report.json and
-    report.png; exit 1 if a vote was lost or invented, a cap exceeded, a transition happened twice or a
-    poll was deleted."""
+    report.png; exit 1 if a vote was lost or invented, a cap exceeded, a transition happened twice, a
+    poll was deleted or a replica called Discord inside a retry-after window it had been given."""
     from polly.engine.soak import SoakOptions, run_soak, soak_settings
 
     settings = soak_settings(settings_or_exit(config_path), database_url)
@@ -61,6 +70,7 @@ def soak(
         duration_seconds=duration, warmup_seconds=warmup, polls=polls, voters=voters,
         events_per_second=events_per_second, fault_rate=fault_rate, replicas=replicas,
         sample_interval_seconds=sample_interval, seed=seed, report_dir=report_dir,
+        burst_factor=burst_factor, burst_seconds=burst_seconds, crash_cycles=crash_cycles,
     )  # fmt: skip
     try:
         report = asyncio.run(run_soak(settings, options))
@@ -74,5 +84,7 @@ def soak(
         or report["double_transitions"]
         or report["deleted_polls"]
         or report["phantom_votes"]
+        or report["over_max_choices"]
+        or report["calls_inside_retry_after"]
     )
     sys.exit(1 if failed else 0)

@@ -25,8 +25,9 @@ the user, not the bot), so a ``remove`` is not always the user's own act.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -184,6 +185,9 @@ class ReactionEvent:
     user_id: int
     emoji: str
     is_bot: bool
+    #: When the engine took the event in (naive UTC; set by the vote dispatcher when the gateway did
+    #: not): a replica applying an event later than a vote recorded from a newer one skips it.
+    received_at: dt.datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,9 +205,15 @@ class ReactionEventQueue:
     """A bounded FIFO of :class:`ReactionEvent`; :meth:`offer` never blocks and sheds when full."""
 
     max_events: int
+    #: When an event is taken in (naive UTC; default the wall clock): stamped on events that carry
+    #: no ``received_at``, so replicas order one user's acts by when Discord delivered them.
+    clock: Callable[[], dt.datetime] | None = None
     _queue: asyncio.Queue[ReactionEvent] = field(init=False, repr=False)
     _accepted: int = field(default=0, init=False)
     _dropped: int = field(default=0, init=False)
+    max_shed_messages: int = 10_000
+    _shed: dict[int, None] = field(default_factory=dict, init=False, repr=False)
+    _shed_overflow: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         if self.max_events < 1:
@@ -213,10 +223,17 @@ class ReactionEventQueue:
 
     def offer(self, event: ReactionEvent) -> bool:
         """Enqueue ``event``; return ``False`` (and count a drop) if ``max_events`` are waiting."""
+        if event.received_at is None:
+            now = self.clock() if self.clock is not None else dt.datetime.now(dt.UTC).replace(tzinfo=None)
+            event = dataclasses.replace(event, received_at=now)
         try:
             self._queue.put_nowait(event)
         except asyncio.QueueFull:
             self._dropped += 1
+            if event.message_id in self._shed or len(self._shed) < self.max_shed_messages:
+                self._shed[event.message_id] = None
+            else:
+                self._shed_overflow = True
             return False
         self._accepted += 1
         return True
@@ -227,6 +244,27 @@ class ReactionEventQueue:
 
     def stats(self) -> ReactionQueueStats:
         return ReactionQueueStats(self._queue.qsize(), self.max_events, self._accepted, self._dropped)
+
+    def take_shed_messages(self) -> tuple[list[int], bool]:
+        """The messages whose events were shed since the last call (at most ``max_shed_messages``), and
+        whether more were shed than that set holds (then every active poll needs repair)."""
+        shed, overflow = list(self._shed), self._shed_overflow
+        self._shed, self._shed_overflow = {}, False
+        return shed, overflow
+
+    def pending_messages(self) -> set[int]:
+        """The messages of the events still waiting (for the shutdown record)."""
+        return {e.message_id for e in list(self._queue._queue)}  # type: ignore[attr-defined]  # noqa: SLF001 - read-only peek
+
+
+@runtime_checkable
+class ShedReporter(Protocol):
+    """A gateway that can say which messages lost events to a full queue (the sandbox can; a
+    gateway that cannot makes the engine repair every active poll when its drop counter grows)."""
+
+    def take_shed_messages(self) -> tuple[list[int], bool]: ...
+
+    def pending_messages(self) -> set[int]: ...
 
 
 def check_message(content: str | None, embed: Embed | None, attachment: Path | None = None) -> None:

@@ -1,10 +1,18 @@
-"""The reconciler: a budgeted pass that records votes the event path missed.
+"""The reconciler: makes each poll's votes match what its voters did, from the message's reactions.
 
-Votes can be missed while the bot was down, when Discord drops a gateway event, or when the
-event queue shed under load. Each pass reads the reactions of recently active polls (least
-recently reconciled first) and records every reaction that has no vote yet, only ever adding
-(:meth:`PollStore.apply_reaction` with ``reconcile=True``): it never toggles and never removes, so
-it cannot delete a vote (upstream's safeguard re-submitted kept reactions and deleted them).
+Votes can be missed while the bot was down, when Discord drops a gateway event, when the event
+queue shed under load, or when events were still queued at shutdown. A repair reads every
+reaction of a poll (each emoji, every page of users) and applies the events that make the votes
+match them, with the per-kind meaning of :mod:`polly.engine.repair`: missing votes are added,
+missed changes of mind applied, and, only after a complete read, votes whose reaction is gone are
+removed on polls that keep reactions. An event seen after the read wins over it (the vote path
+remembers recent adds and removes), so a repair never undoes a newer act.
+
+Two kinds of pass: the background pass every ``reconcile_interval_seconds`` (recently opened
+active polls, least recently reconciled first), and the prompt pass (:meth:`Reconciler.repair_marked`,
+every second) for polls *marked* as needing repair: their events were shed or failed to apply, a
+reaction removal was given up, or polly was down while they were active (every active poll is
+marked at start-up).
 
 Each pass makes at most ``budget`` Discord calls. A poll whose fetch fails transiently is retried
 with exponential backoff. Only Discord's 404 counts towards "the message is gone", through the
@@ -17,14 +25,19 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from polly.engine.gateway import MAX_REACTION_USERS_PAGE, Gateway, ReactionEvent
+from cachetools import TTLCache
+
+from polly.engine.gateway import MAX_REACTION_USERS_PAGE, Gateway
+from polly.engine.repair import repair_events
 from polly.engine.store import PollStore
 from polly.engine.views import PollView
+from polly.engine.votes import VoteProcessor
 from polly.errors import GatewayError, NotFoundError, RateLimitedError
 
 logger = logging.getLogger(__name__)
@@ -55,12 +68,6 @@ class Orphaner(Protocol):
     async def orphan(self, poll_id: int, reason: str) -> None: ...
 
 
-class VoteSink(Protocol):
-    async def handle(
-        self, event: ReactionEvent, *, reconcile: bool = False, observed_at: float | None = None
-    ) -> object: ...
-
-
 @dataclass(slots=True)
 class ReconcileReport:
     """What one pass did."""
@@ -68,6 +75,7 @@ class ReconcileReport:
     polls: int = 0
     calls: int = 0
     votes_added: int = 0
+    votes_removed: int = 0
     gone: int = 0
     orphaned: int = 0
     transient_failures: int = 0
@@ -81,7 +89,7 @@ class Reconciler:
         self,
         store: PollStore,
         gateway: Gateway,
-        votes: VoteSink,
+        votes: VoteProcessor,
         orphaner: Orphaner,
         gone: GoneTracker,
         *,
@@ -90,6 +98,8 @@ class Reconciler:
         lookback: timedelta,
         orphan_after: timedelta,
         max_polls: int = 5_000,
+        max_marked: int = 10_000,
+        confirm_seconds: float = 10.0,
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -108,21 +118,66 @@ class Reconciler:
         self._last_done: dict[int, datetime] = {}
         self._retry_at: dict[int, tuple[datetime, int]] = {}
         self._paused_until: datetime | None = None
+        self._max_marked = max_marked
+        self._marked: OrderedDict[int, None] = OrderedDict()  # message ids needing a prompt repair
+        self._mark_all = False
+        self._confirm_seconds = confirm_seconds
+        # (message, user, emoji) -> (first seen, the votes then): single-choice changes awaiting a 2nd read
+        self._candidates: TTLCache[tuple[int, int, str], tuple[float, frozenset[int]]] = TTLCache(
+            maxsize=max_marked, ttl=max(confirm_seconds * 30, 60.0), timer=monotonic
+        )
+        self._deferred = False
         self.passes = 0
         self.totals = ReconcileReport()
 
+    def mark_message(self, message_id: int) -> None:
+        """Note that ``message_id``'s poll needs a prompt repair (past ``max_marked``: every poll)."""
+        if message_id not in self._marked and len(self._marked) >= self._max_marked:
+            self._mark_all = True
+            return
+        self._marked[message_id] = None
+
+    def mark_all(self) -> None:
+        """Every active poll needs a prompt repair (start-up after downtime, an unknown shed)."""
+        self._mark_all = True
+
+    @property
+    def marked(self) -> int:
+        """Messages waiting for a prompt repair (``-1``: every active poll)."""
+        return -1 if self._mark_all else len(self._marked)
+
     async def pass_once(self) -> ReconcileReport:
-        """One budgeted pass; returns what it did (also added to :attr:`totals`)."""
+        """One budgeted background pass; returns what it did (also added to :attr:`totals`)."""
+        return await self._pass(marked=False)
+
+    async def repair_marked(self) -> ReconcileReport:
+        """Repair marked polls, within the budget; unfinished ones stay marked."""
+        if not (self._marked or self._mark_all):
+            return ReconcileReport()
+        return await self._pass(marked=True)
+
+    async def _pass(self, *, marked: bool) -> ReconcileReport:
         now = self._clock()
         report = ReconcileReport()
         self.passes += 1
         if self._paused_until is not None and now < self._paused_until:
             return report
-        candidates = await self._store.reconcile_candidates(now, self._lookback, self._max_polls)
-        live = {p.id for p in candidates}
-        # Bookkeeping only for current candidates: the maps stay bounded by max_polls.
-        self._last_done = {k: v for k, v in self._last_done.items() if k in live}
-        self._retry_at = {k: v for k, v in self._retry_at.items() if k in live}
+        lookback = timedelta(days=36_500) if marked else self._lookback
+        candidates = await self._store.reconcile_candidates(now, lookback, self._max_polls)
+        if not marked:
+            live = {p.id for p in candidates}
+            # Bookkeeping only for current candidates: the maps stay bounded by max_polls.
+            self._last_done = {k: v for k, v in self._last_done.items() if k in live}
+            self._retry_at = {k: v for k, v in self._retry_at.items() if k in live}
+        else:
+            everything, self._mark_all = self._mark_all, False
+            wanted = set(self._marked)
+            if everything:
+                # Polls outside the candidates cannot be repaired: forget their marks.
+                self._marked = OrderedDict.fromkeys(p.message_id for p in candidates if p.message_id)
+            else:
+                candidates = [p for p in candidates if p.message_id in wanted]
+                self._marked = OrderedDict.fromkeys(p.message_id for p in candidates if p.message_id)
         candidates.sort(key=lambda p: self._last_done.get(p.id, _NEVER))
         for poll in candidates:
             if report.calls >= self.budget or report.rate_limited:
@@ -131,27 +186,41 @@ class Reconciler:
             if retry is not None and retry[0] > now:
                 continue
             report.polls += 1
-            await self._reconcile_poll(poll, now, report)
+            if await self._reconcile_poll(poll, now, report) and poll.message_id is not None:
+                self._marked.pop(poll.message_id, None)
         self._add(report)
         return report
 
-    async def _reconcile_poll(self, poll: PollView, now: datetime, report: ReconcileReport) -> None:
+    async def _reconcile_poll(self, poll: PollView, now: datetime, report: ReconcileReport) -> bool:
+        """Repair one poll; ``True`` when its reactions were read completely and applied."""
         assert poll.message_id is not None
         key = f"poll:{poll.id}"
         try:
             report.calls += 1
+            observed_at, read_at = self._monotonic(), self._clock()
             message = await self._gateway.fetch_message(poll.channel_id, poll.message_id)
             self._gone.clear(key)
+            held: dict[int, set[int]] = {}
+            complete = True
             for reaction in message.reactions:
                 option = poll.option_for(reaction.emoji)
                 if option is None or reaction.count - (1 if reaction.me else 0) <= 0:
                     continue
-                if not await self._record_users(poll, reaction.emoji, report):
-                    return
+                if not await self._read_users(poll, reaction.emoji, option, held, report):
+                    complete = False
+                    break
+            self._deferred = False
+            await self._apply(
+                poll, held, complete=complete, observed_at=observed_at, read_at=read_at, report=report
+            )
+            if not complete or self._deferred:
+                return False  # read again: unfinished, or a change of mind awaiting its second look
             self._last_done[poll.id] = now
             self._retry_at.pop(poll.id, None)
+            return True  # noqa: TRY300 - the except clauses below return False
         except NotFoundError:
             report.gone += 1
+            self._marked.pop(poll.message_id, None)  # gone: nothing to read; the background pass tracks it
             run = self._gone.record_failure(key, "fetch_message")
             gone_for = run.last_attempt - run.first_failure
             if gone_for >= self._orphan_after.total_seconds():
@@ -160,43 +229,76 @@ class Reconciler:
                 self._gone.clear(key)
                 report.orphaned += 1
             else:
-                self._backoff(poll.id, now)
+                self._backoff(poll.id, now, prompt=poll.message_id in self._marked)
         except RateLimitedError as err:
             report.rate_limited = True
             self._paused_until = now + timedelta(seconds=err.retry_after_seconds)
         except GatewayError as err:
             report.transient_failures += 1
-            self._backoff(poll.id, now)
+            self._backoff(poll.id, now, prompt=poll.message_id in self._marked)
             logger.debug("reconcile of poll %s deferred: %s", poll.id, type(err).__name__)
+        return False
 
-    async def _record_users(self, poll: PollView, emoji: str, report: ReconcileReport) -> bool:
-        """Page through one reaction's users; ``False`` when the budget ran out mid-way."""
+    async def _apply(
+        self, poll: PollView, held: dict[int, set[int]], *, complete: bool, observed_at: float,
+        read_at: datetime, report: ReconcileReport,
+    ) -> None:  # fmt: skip
+        assert poll.message_id is not None
+        recorded = await self._store.votes_by_user(poll.id)
+        remover = self._votes.remover
+        events, leftovers = repair_events(
+            poll, held, recorded, complete=complete, is_leftover=remover.is_leftover, read_at=read_at,
+            confirmed=self._confirmed,
+        )  # fmt: skip
+        for user, emoji in leftovers:
+            await remover.remove_now((poll.channel_id, poll.message_id, emoji, user))
+        if not events:
+            return
+        for outcome in await self._votes.apply_events(events, observed_at=observed_at, inline=True):
+            if outcome is not None and outcome.changed:
+                if outcome.action == "removed":
+                    report.votes_removed += 1
+                else:
+                    report.votes_added += 1
+
+    def _confirmed(self, message_id: int, user_id: int, emoji: str, votes: frozenset[int]) -> bool:
+        key, now = (message_id, user_id, emoji), self._monotonic()
+        seen = self._candidates.get(key)
+        if seen is not None and seen[1] == votes and now - seen[0] >= self._confirm_seconds:
+            del self._candidates[key]
+            return True
+        if seen is None or seen[1] != votes:
+            self._candidates[key] = (now, votes)
+        self._deferred = True
+        self.mark_message(message_id)  # the second look comes from the prompt pass
+        return False
+
+    async def _read_users(
+        self, poll: PollView, emoji: str, option: int, held: dict[int, set[int]], report: ReconcileReport
+    ) -> bool:
+        """Page through one reaction's users into ``held``; ``False`` when the budget ran out mid-way."""
         assert poll.message_id is not None
         after = 0
         while True:
             if report.calls >= self.budget:
                 return False
             report.calls += 1
-            observed_at = self._monotonic()
             page = await self._gateway.list_reaction_users(
                 poll.channel_id, poll.message_id, emoji, after=after, limit=MAX_REACTION_USERS_PAGE
             )
             for user in page:
-                if user.is_bot:
-                    continue
-                event = ReactionEvent(
-                    "add", poll.server_id, poll.channel_id, poll.message_id, user.user_id, emoji, is_bot=False
-                )
-                outcome = await self._votes.handle(event, reconcile=True, observed_at=observed_at)
-                if getattr(outcome, "changed", False):
-                    report.votes_added += 1
+                if not user.is_bot:
+                    held.setdefault(user.user_id, set()).add(option)
             if len(page) < MAX_REACTION_USERS_PAGE:
                 return True
             after = page[-1].user_id
 
-    def _backoff(self, poll_id: int, now: datetime) -> None:
+    def _backoff(self, poll_id: int, now: datetime, *, prompt: bool = False) -> None:
+        """Back a failing poll off: 30 s doubling up to an hour, or for a marked poll (which must be
+        repaired promptly) 2 s doubling up to a minute; with ±20 % jitter."""
         failures = self._retry_at.get(poll_id, (now, 0))[1] + 1
-        delay = min(30.0 * 2 ** (failures - 1), 3600.0) * self._rng.uniform(0.8, 1.2)
+        base, most = (2.0, 60.0) if prompt else (30.0, 3600.0)
+        delay = min(base * 2 ** (failures - 1), most) * self._rng.uniform(0.8, 1.2)
         self._retry_at[poll_id] = (now + timedelta(seconds=delay), failures)
 
     def _add(self, report: ReconcileReport) -> None:
@@ -204,6 +306,7 @@ class Reconciler:
         t.polls += report.polls
         t.calls += report.calls
         t.votes_added += report.votes_added
+        t.votes_removed += report.votes_removed
         t.gone += report.gone
         t.orphaned += report.orphaned
         t.transient_failures += report.transient_failures

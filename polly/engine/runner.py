@@ -36,6 +36,7 @@ from polly.engine.cache_sync import PollCacheInvalidator
 from polly.engine.discord_health import GatewayHealth
 from polly.engine.gateway import Gateway
 from polly.engine.sandbox import SandboxGateway
+from polly.engine.sandbox_restore import continue_sandbox
 from polly.engine.sandbox_voters import SandboxVoters
 from polly.engine.service import Engine, set_current_engine, utcnow_naive
 from polly.errors import ConfigError, PollyError, SchemaError
@@ -84,9 +85,11 @@ def prepare_database(database: Database) -> None:
 
 
 async def seed_demo_polls(database: Database, count: int) -> int:
-    """A few polls for the sandbox, written only into an empty database. Returns how many."""
+    """A few polls for the sandbox, written only when no poll is scheduled or active (an empty
+    database, or one whose polls have all closed). Returns how many."""
     async with database.async_session_scope() as session:
-        if (await session.scalar(select(func.count()).select_from(Poll))) or count <= 0:
+        live = select(func.count()).select_from(Poll).where(Poll.status.in_(("scheduled", "active")))
+        if (await session.scalar(live)) or count <= 0:
             return 0
         now = utcnow_naive()
         kinds: list[dict[str, Any]] = [
@@ -293,6 +296,9 @@ async def _serve(
     cfg = engine.settings.engine
     async with Supervisor(name="polly", shutdown_timeout_seconds=cfg.shutdown_timeout_seconds) as sup:
         if isinstance(gateway, SandboxGateway):
+            adopted = await continue_sandbox(database, gateway)
+            if adopted:
+                logger.info("sandbox: continued %d poll message(s) of an earlier run", adopted)
             seeded = await seed_demo_polls(database, options.seed_polls)
             if seeded:
                 logger.info("sandbox: seeded %d demo poll(s)", seeded)

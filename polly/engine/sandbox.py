@@ -26,6 +26,7 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from polly.engine.gateway import (
@@ -46,7 +47,7 @@ from polly.engine.gateway import (
 )
 from polly.engine.sandbox_faults import FaultInjector, FaultRates
 from polly.engine.sandbox_truth import MessageTruth, SandboxCounters, Tally, VoterTruth
-from polly.errors import GatewayError, NotFoundError
+from polly.errors import GatewayError, NotFoundError, RateLimitedError
 
 __all__ = ["SANDBOX_BOT_ID", "FaultRates", "SandboxGateway"]
 
@@ -71,7 +72,8 @@ class _Message:
 
 
 class SandboxGateway:
-    """The sandbox gateway. ``rng``, ``clock`` (monotonic seconds) and ``sleep`` are injected."""
+    """The sandbox gateway. ``rng``, ``clock`` (monotonic seconds), ``sleep`` and ``wall_clock``
+    (naive UTC, when events are taken in; default the real one) are injected."""
 
     def __init__(
         self,
@@ -87,6 +89,7 @@ class SandboxGateway:
         max_messages: int = 50_000,
         max_channels: int = 10_000,
         max_tracked_voters: int = 500_000,
+        wall_clock: Callable[[], datetime] | None = None,
     ) -> None:
         if min(max_messages, max_channels, max_tracked_voters) < 1:
             msg = "max_messages, max_channels and max_tracked_voters must each be at least 1"
@@ -100,7 +103,7 @@ class SandboxGateway:
             max_channels,
             max_tracked_voters,
         )
-        self._events = ReactionEventQueue(max_events)
+        self._events = ReactionEventQueue(max_events, clock=wall_clock)
         self._channels: dict[int, int] = {}  # channel -> guild
         self._messages: OrderedDict[int, _Message] = OrderedDict()
         self._votable: list[int] = []  # messages carrying bot reactions: what voters pick from
@@ -140,6 +143,12 @@ class SandboxGateway:
     def event_stats(self) -> ReactionQueueStats:
         return self._events.stats()
 
+    def take_shed_messages(self) -> tuple[list[int], bool]:
+        return self._events.take_shed_messages()
+
+    def pending_messages(self) -> set[int]:
+        return self._events.pending_messages()
+
     def set_faults(self, faults: FaultRates) -> None:
         """Change the fault rates from now on (storms in a soak)."""
         self._injector.rates = faults
@@ -160,6 +169,23 @@ class SandboxGateway:
                 raise NotFoundError(msg)
             guild = self._channels[channel_id] = self._default_guild
         return guild
+
+    def continue_after(self, last_message_id: int) -> None:
+        """Give new messages ids above ``last_message_id`` (what a database continued from holds)."""
+        nxt = next(self._ids)
+        self._ids = itertools.count(max(nxt, last_message_id + 1))
+
+    def adopt_message(self, message_id: int, channel_id: int, emojis: Sequence[str]) -> bool:
+        """Recreate a poll message a previous run posted (same id, the bot's reactions ``emojis``),
+        so its voters can vote on it again; ``False`` if it exists or the message cap is reached."""
+        if message_id in self._messages or len(self._messages) >= self._max_messages:
+            return False
+        message = _Message(message_id, channel_id, self._guild_of(channel_id), None, None, NO_MENTIONS)
+        message.reactions = {e: {self._bot} for e in emojis[:MAX_REACTIONS_PER_MESSAGE]}
+        self._messages[message_id] = message
+        self._set_votable(message)
+        self.continue_after(message_id)
+        return True
 
     def delete_message(self, message_id: int) -> None:
         """Delete a message as a moderator would; its truth is kept."""
@@ -337,11 +363,16 @@ class SandboxGateway:
             channel_id, content=content, embed=embed, allowed_mentions=allowed_mentions
         )
         missing: list[str] = []
+        last: GatewayError | None = None
         for emoji in emojis:
+            if missing and isinstance(last, RateLimitedError):
+                missing.append(emoji)  # inside the retry-after window: not called
+                continue
             try:
                 await self.add_reaction(channel_id, message_id, emoji)
-            except GatewayError:
+            except GatewayError as err:
                 missing.append(emoji)
+                last = err
         return PostedMessage(message_id, tuple(missing))
 
     async def edit_message(

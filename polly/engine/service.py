@@ -12,7 +12,16 @@
 ``scheduler``  a tick every ``engine.tick_seconds``; the first tick runs at start-up, so
                overdue polls open or close at once
 ``reconciler`` a budgeted repair pass every ``engine.reconcile_interval_seconds``
+``reactions``  reaction removals after votes, failed ones retried (bounded)
+``repair``     every second: marks polls whose events were shed, then repairs marked
+               polls (every active poll is marked at start-up: polly may have been down)
+``vote-drain`` started last, so stopped first: on shutdown it lets the queued events be
+               applied within half the shutdown deadline and logs the polls still
+               needing repair
 ============== =====================================================================
+
+Every Discord call goes through one :class:`~polly.engine.rate_gate.RateLimitGate`, so no part of
+the engine calls into a known retry-after window.
 """
 
 from __future__ import annotations
@@ -30,7 +39,9 @@ from pathlib import Path
 from polly.caches import FailureTracker
 from polly.config import Settings
 from polly.db.engine import Database
-from polly.engine.gateway import Gateway, ReactionEvent
+from polly.engine.gateway import Gateway, ReactionEvent, ShedReporter
+from polly.engine.rate_gate import RateLimitGate
+from polly.engine.reactions import ReactionRemover
 from polly.engine.reconciler import Reconciler
 from polly.engine.scheduler import PollScheduler, TransitionObserver
 from polly.engine.store import PollStore, VoteOutcome
@@ -96,19 +107,26 @@ class Engine:
         self.settings = settings
         self.replica = replica or uuid.uuid4().hex[:8]
         self.gateway = gateway
+        self.discord = RateLimitGate(gateway, monotonic=monotonic)
+        self._monotonic = monotonic
         self.database = database
         self.store = PollStore(database.async_session_scope)
         self.embeds = EmbedUpdater(
             self.store,
-            gateway,
+            self.discord,
             interval_seconds=cfg.embed_update_interval_seconds,
             monotonic=monotonic,
             on_refresh=on_poll_changed,
         )
+        self.remover = ReactionRemover(self.discord, monotonic=monotonic, on_given_up=self._mark_for_repair)
         self.votes = VoteProcessor(
             self.store,
-            gateway,
+            self.discord,
             self.embeds,
+            remover=self.remover,
+            batch_size=cfg.vote_batch_size,
+            flush_seconds=cfg.vote_flush_seconds,
+            on_lost=self._mark_for_repair,
             clock=clock,
             confirmation_dms=cfg.confirmation_dms,
             dm_limiter=DmLimiter(cfg.dm_max_per_minute),
@@ -118,7 +136,7 @@ class Engine:
         orphan_after = timedelta(seconds=cfg.orphan_after_seconds)
         self.scheduler = PollScheduler(
             self.store,
-            gateway,
+            self.discord,
             replica=self.replica,
             clock=clock,
             orphan_after=orphan_after,
@@ -139,7 +157,7 @@ class Engine:
         )
         self.reconciler = Reconciler(
             self.store,
-            gateway,
+            self.discord,
             self.votes,
             self.scheduler,
             self.gone,
@@ -150,6 +168,8 @@ class Engine:
             monotonic=monotonic,
         )
         self._unregister = self.gone.register()
+        self._dropped_seen = 0
+        self.still_to_repair: tuple[int, ...] = ()
 
     def start(self, supervisor: Supervisor) -> None:
         """Hand every loop to ``supervisor`` (in dependency order: shutdown runs in reverse)."""
@@ -162,6 +182,74 @@ class Engine:
         supervisor.start_loop("embeds", ready_at_once(self.embeds.run))
         supervisor.start_loop("scheduler", self._run_scheduler)
         supervisor.start_loop("reconciler", self._run_reconciler)
+        supervisor.start_loop("reactions", ready_at_once(self.remover.run))
+        supervisor.start_loop("repair", self._run_repair)
+        supervisor.start_loop("vote-drain", ready_at_once(self._drain_on_shutdown))
+
+    def _mark_for_repair(self, message_id: int) -> None:
+        self.reconciler.mark_message(message_id)
+
+    def note_shed(self) -> None:
+        """Mark the polls whose events the gateway shed since the last call."""
+        if isinstance(self.gateway, ShedReporter):
+            shed, overflow = self.gateway.take_shed_messages()
+            for message_id in shed:
+                self.reconciler.mark_message(message_id)
+            if overflow:
+                self.reconciler.mark_all()
+            return
+        dropped = self.gateway.event_stats().dropped
+        if dropped > self._dropped_seen:  # which messages is unknown: repair every active poll
+            self.reconciler.mark_all()
+        self._dropped_seen = dropped
+
+    async def _run_repair(self, ready: Readiness) -> None:
+        await self._ready_gateway()
+        self.reconciler.mark_all()  # polly may have been down while any active poll was voted on
+        ready.ready()
+        while True:
+            self.note_shed()
+            report = await self.reconciler.repair_marked()
+            if report.votes_added or report.votes_removed:
+                logger.info(
+                    "repair: %d vote(s) recorded, %d removed on %d poll(s)",
+                    report.votes_added, report.votes_removed, report.polls,
+                )  # fmt: skip
+            await asyncio.sleep(1.0)
+
+    async def drain(self, timeout_seconds: float) -> tuple[int, ...]:
+        """Wait until the queued events are applied (at most ``timeout_seconds``); return the
+        messages whose events are still queued (their polls need repair), also kept in
+        :attr:`still_to_repair` and logged."""
+        deadline = self._monotonic_real() + timeout_seconds
+        while self._monotonic_real() < deadline:
+            if self.gateway.event_stats().depth == 0 and self.votes.queued == 0:
+                break
+            await asyncio.sleep(0.05)
+        left: set[int] = self.votes.pending_messages()
+        if isinstance(self.gateway, ShedReporter):
+            left |= self.gateway.pending_messages()
+            left |= set(self.gateway.take_shed_messages()[0])
+        self.still_to_repair = tuple(sorted(left))
+        if left:
+            logger.warning(
+                "stopping with events of %d message(s) not applied; their polls are repaired when polly "
+                "starts again: %s", len(left), ", ".join(map(str, self.still_to_repair[:20])),
+            )  # fmt: skip
+        return self.still_to_repair
+
+    @staticmethod
+    def _monotonic_real() -> float:
+        return time.monotonic()
+
+    async def _drain_on_shutdown(self) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            # Cancelled first at shutdown (started last): the vote loops still run, so let them
+            # apply what is queued, within half the shutdown deadline, before stopping.
+            await self.drain(self.settings.engine.shutdown_timeout_seconds / 2)
+            raise
 
     async def _ready_gateway(self) -> None:
         # No timeout: an unreachable Discord is waited out (the gateway says so once); `polly run`
@@ -196,10 +284,10 @@ class Engine:
         while True:
             started = time.monotonic()
             report = await self.reconciler.pass_once()
-            if report.votes_added or report.orphaned:
+            if report.votes_added or report.votes_removed or report.orphaned:
                 logger.info(
-                    "reconciler: %d vote(s) recovered, %d poll(s) orphaned, %d Discord call(s)",
-                    report.votes_added, report.orphaned, report.calls,
+                    "reconciler: %d vote(s) recovered, %d removed, %d poll(s) orphaned, %d Discord call(s)",
+                    report.votes_added, report.votes_removed, report.orphaned, report.calls,
                 )  # fmt: skip
             elapsed = time.monotonic() - started
             await asyncio.sleep(max(self.settings.engine.reconcile_interval_seconds - elapsed, 0.1))

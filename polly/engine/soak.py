@@ -67,6 +67,9 @@ class SoakOptions:
     top_classes: int = 20
     seed: int = 1
     report_dir: Path = Path("soak-report")
+    burst_factor: float = 1.0
+    burst_seconds: float = 0.0
+    crash_cycles: int = 0
 
 
 @dataclass(slots=True)
@@ -137,7 +140,7 @@ class Voters:
     """
 
     def __init__(self, sandbox: SandboxGateway, voters: int, rate: float, rng: random.Random) -> None:
-        self._sb, self._voters, self._rate, self._rng = sandbox, voters, rate, rng
+        self._sb, self._voters, self.rate, self._rng = sandbox, voters, rate, rng
         self._swept: dict[int, int] = {}
         self.acts = 0
         self.running = True
@@ -169,11 +172,15 @@ class Voters:
         self.acts += 1
 
     async def run(self) -> None:
-        start = time.monotonic()
+        """Act at :attr:`rate` (which a burst changes while running) until :attr:`running` is off."""
+        last, owed = time.monotonic(), 0.0
         while self.running:
-            due = int((time.monotonic() - start) * self._rate) - self.acts
-            for _ in range(min(max(due, 0), 1000)):
+            now = time.monotonic()
+            owed = min(owed + (now - last) * self.rate, 1000.0 + self.rate)
+            last = now
+            for _ in range(int(owed)):
                 self.act()
+            owed -= int(owed)
             await asyncio.sleep(0.02)
 
 
@@ -238,7 +245,15 @@ def growing_classes(samples: Iterable[Sample], after: float) -> list[str]:
 
 
 async def run_soak(settings: Settings, options: SoakOptions) -> dict[str, Any]:  # noqa: PLR0915 - one linear script
-    """Run the soak and write ``report.json`` (and ``report.png`` when matplotlib is installed)."""
+    """Run the soak and write ``report.json`` (and ``report.png`` when matplotlib is installed).
+
+    With ``crash_cycles`` the replicas are separate processes killed and restarted
+    (:mod:`polly.engine.soak_crash`).
+    """
+    if options.crash_cycles:
+        from polly.engine.soak_crash import run_crash_soak
+
+        return await run_crash_soak(soak_settings(settings), options, options.crash_cycles)
     rng = random.Random(options.seed)  # noqa: S311 - a reproducible simulation
     settings = soak_settings(settings)
     admin = Database(settings.database)
@@ -305,19 +320,38 @@ async def run_soak(settings: Settings, options: SoakOptions) -> dict[str, Any]: 
             engine.start(sup)
         harness.start_loop("voters", ready_at_once(voters.run))
         harness.start_loop("sampler", sampler)
-        await asyncio.sleep(options.duration_seconds)
+        burst = min(options.burst_seconds, options.duration_seconds)
+        await asyncio.sleep(options.duration_seconds - burst)
+        if burst > 0:
+            # A burst at the end of the run: voters act at burst_factor x the rate, then stop; the
+            # audit below shows whether every poll converged after it.
+            logger.info(
+                "burst: %.0f s at %.0f events/s", burst, options.events_per_second * options.burst_factor
+            )
+            voters.rate = options.events_per_second * options.burst_factor
+            await asyncio.sleep(burst)
         voters.running = False
+        burst_end = time.monotonic()
         await _drain(engines)
         sandbox.set_faults(FaultRates())
-        # A last repair without faults and without a budget: every candidate poll is read once more.
+        # A last repair without faults and without a budget: every candidate poll is read again until
+        # a pass changes nothing and no replica has a poll marked (a deferred change of mind needs
+        # its second look), at most 120 s.
         final = engines[0].reconciler
         final.budget = 10**9
-        for _ in range(5):
+        deadline = time.monotonic() + 120.0
+        while True:
             repaired = await final.pass_once()
             await _drain(engines)
-            if not (repaired.votes_added or repaired.transient_failures or repaired.rate_limited):
+            quiet = not (
+                repaired.votes_added or repaired.votes_removed or repaired.transient_failures
+                or repaired.rate_limited
+            )  # fmt: skip
+            if (quiet and all(e.reconciler.marked == 0 for e in engines)) or time.monotonic() > deadline:
                 break
+            await asyncio.sleep(1.0)
         result, poll_count, states = await audit(admin, sandbox)
+        converged_after = time.monotonic() - burst_end
         for sup in (*sups, harness):
             await sup.shutdown(10.0)
     for engine in engines:
@@ -341,6 +375,9 @@ async def run_soak(settings: Settings, options: SoakOptions) -> dict[str, Any]: 
         "polls_audited": result.polls,
         "polls_audited_exactly": result.exact_polls,
         "audit_examples": result.examples,
+        "converged_after_seconds": round(converged_after, 1),
+        "calls_inside_retry_after": sum(g.window_violations for g in gateways),
+        "calls_into_blocked_buckets_any_replica": counters.rate_limit_violations,
         "double_transitions": sum(1 for n in transitions.values() if n > 1),
         "transitions": dict(Counter(t for _, t in transitions.elements())),
         "polls_seeded": options.polls,

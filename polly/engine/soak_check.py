@@ -15,9 +15,11 @@ not cast" and "no more than ``max_choices``" can be checked. A *lost vote* is an
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from polly.engine.gateway import (
     NO_MENTIONS,
@@ -33,6 +35,9 @@ from polly.engine.gateway import (
 from polly.engine.sandbox import SandboxGateway
 from polly.engine.sandbox_truth import MessageTruth
 from polly.engine.views import PollView
+from polly.errors import RateLimitedError
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -104,11 +109,44 @@ class ReplicaGateway:
     """One replica's view of a shared sandbox: its own event queue, the sandbox's REST calls.
 
     Discord delivers every event to every connection of a bot; :meth:`fan_out` does that here.
+    :attr:`window_violations` counts the calls this replica made into a bucket (channel; all DMs
+    share one) inside a retry-after that a 429 had given *it*: the soak requires 0. (The sandbox's
+    own count also includes calls by a replica that had not been told.)
     """
 
-    def __init__(self, sandbox: SandboxGateway, max_events: int) -> None:
+    def __init__(
+        self, sandbox: SandboxGateway, max_events: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._sb = sandbox
         self._queue = ReactionEventQueue(max_events)
+        self._clock = clock
+        # bucket -> (end of the retry-after this replica was given, the number of the call told)
+        self._told: dict[int, tuple[float, int]] = {}
+        self._calls = 0
+        self.context: tuple[int, int] | None = None
+        self.window_violations = 0  # calls this replica made inside a retry-after it had been given
+
+    async def _call(self, bucket: int, call: Callable[[], Awaitable[T]]) -> T:
+        """Count a call inside a window this replica knows of, and learn windows from 429s.
+
+        Over a connection (:mod:`polly.engine.sandbox_remote`) calls overlap: :attr:`context` is
+        then the call's request number and the last answer the replica had read when it sent it,
+        so a call already on its way when the 429 came back is not counted. In process every
+        earlier answer is known.
+        """
+        self._calls += 1
+        number, known = self.context or (self._calls, self._calls - 1)
+        now = self._clock()
+        told = self._told.get(bucket)
+        if told is not None and told[0] > now and known >= told[1]:
+            self.window_violations += 1
+        try:
+            return await call()
+        except RateLimitedError as err:
+            if len(self._told) >= 10_000:
+                self._told = {b: t for b, t in self._told.items() if t[0] > now}
+            self._told[bucket] = (now + err.retry_after_seconds, number)
+            raise
 
     @staticmethod
     async def fan_out(sandbox: SandboxGateway, replicas: Sequence[ReplicaGateway]) -> None:
@@ -140,43 +178,53 @@ class ReplicaGateway:
     def event_stats(self) -> ReactionQueueStats:
         return self._queue.stats()
 
+    def take_shed_messages(self) -> tuple[list[int], bool]:
+        return self._queue.take_shed_messages()
+
+    def pending_messages(self) -> set[int]:
+        return self._queue.pending_messages()
+
     async def post_poll_message(
         self, channel_id: int, *, embed: Embed, emojis: Sequence[str], content: str | None = None,
         allowed_mentions: AllowedMentions = NO_MENTIONS,
     ) -> PostedMessage:  # fmt: skip
-        return await self._sb.post_poll_message(
+        return await self._call(channel_id, lambda: self._sb.post_poll_message(
             channel_id, embed=embed, emojis=emojis, content=content, allowed_mentions=allowed_mentions
-        )
+        ))  # fmt: skip
 
     async def edit_message(
         self, channel_id: int, message_id: int, *, embed: Embed | None = None, content: str | None = None
     ) -> None:
-        await self._sb.edit_message(channel_id, message_id, embed=embed, content=content)
+        await self._call(
+            channel_id, lambda: self._sb.edit_message(channel_id, message_id, embed=embed, content=content)
+        )
 
     async def add_reaction(self, channel_id: int, message_id: int, emoji: str) -> None:
-        await self._sb.add_reaction(channel_id, message_id, emoji)
+        await self._call(channel_id, lambda: self._sb.add_reaction(channel_id, message_id, emoji))
 
     async def clear_reactions(self, channel_id: int, message_id: int) -> None:
-        await self._sb.clear_reactions(channel_id, message_id)
+        await self._call(channel_id, lambda: self._sb.clear_reactions(channel_id, message_id))
 
     async def remove_reaction(self, channel_id: int, message_id: int, emoji: str, user_id: int) -> None:
-        await self._sb.remove_reaction(channel_id, message_id, emoji, user_id)
+        await self._call(channel_id, lambda: self._sb.remove_reaction(channel_id, message_id, emoji, user_id))
 
     async def fetch_message(self, channel_id: int, message_id: int) -> FetchedMessage:
-        return await self._sb.fetch_message(channel_id, message_id)
+        return await self._call(channel_id, lambda: self._sb.fetch_message(channel_id, message_id))
 
     async def list_reaction_users(
         self, channel_id: int, message_id: int, emoji: str, *, after: int = 0, limit: int = 100
     ) -> tuple[ReactionUser, ...]:
-        return await self._sb.list_reaction_users(channel_id, message_id, emoji, after=after, limit=limit)
+        return await self._call(channel_id, lambda: self._sb.list_reaction_users(
+            channel_id, message_id, emoji, after=after, limit=limit
+        ))  # fmt: skip
 
     async def send_message(
         self, channel_id: int, *, content: str | None = None, embed: Embed | None = None,
         allowed_mentions: AllowedMentions = NO_MENTIONS, attachment: Path | None = None,
     ) -> int:  # fmt: skip
-        return await self._sb.send_message(
+        return await self._call(channel_id, lambda: self._sb.send_message(
             channel_id, content=content, embed=embed, allowed_mentions=allowed_mentions, attachment=attachment
-        )
+        ))  # fmt: skip
 
     async def send_dm(self, user_id: int, *, content: str | None = None, embed: Embed | None = None) -> int:
-        return await self._sb.send_dm(user_id, content=content, embed=embed)
+        return await self._call(-1, lambda: self._sb.send_dm(user_id, content=content, embed=embed))

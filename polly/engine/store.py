@@ -7,9 +7,9 @@ transition twice. While a replica posts a poll, ``message_id`` holds a claim tok
 so a crash between "claimed" and "posted" is finished by someone.
 
 Votes keep upstream's schema (no unique constraint): uniqueness per (poll, user, option) is enforced
-here by reading and writing in one transaction that first locks the poll row (``SELECT … FOR
-UPDATE`` on PostgreSQL and MariaDB; SQLite serialises writers itself, and :class:`PollStore`
-retries a transaction that lost a write race).
+by :mod:`polly.engine.vote_batch`, which reads and writes a batch of reactions in one transaction
+that first locks the poll rows (``SELECT … FOR UPDATE`` on PostgreSQL and MariaDB; SQLite
+serialises writers itself, and :class:`PollStore` retries a transaction that lost a write race).
 """
 
 from __future__ import annotations
@@ -18,38 +18,23 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from polly.db.models import Poll, Vote
 from polly.engine.views import CLAIM_PREFIX, CorruptPollError, PollView, poll_view
+from polly.engine.vote_batch import VoteAction, VoteCommand, VoteOutcome, apply_batch
+
+__all__ = ["PollStore", "VoteAction", "VoteCommand", "VoteOutcome", "claim_time", "claim_token"]
 
 logger = logging.getLogger(__name__)
 
 SessionFactory = Callable[[], AbstractAsyncContextManager[AsyncSession]]
-VoteAction = Literal[
-    "created", "updated", "added", "removed", "already_recorded", "rejected_max_choices",
-    "ignored_unknown_poll", "ignored_closed", "ignored_emoji", "ignored_remove",
-]  # fmt: skip
 _WRITE_RETRIES = 4
-
-
-@dataclass(frozen=True, slots=True)
-class VoteOutcome:
-    """What :meth:`PollStore.apply_reaction` did, and the poll it did it on (``None`` if unknown)."""
-
-    action: VoteAction
-    poll: PollView | None
-    option_index: int | None = None
-
-    @property
-    def changed(self) -> bool:
-        return self.action in ("created", "updated", "added", "removed")
 
 
 def claim_token(replica: str, now: datetime) -> str:
@@ -77,8 +62,10 @@ class PollStore:
                 async with self._sessions() as session:
                     return await work(session)  # type: ignore[misc]
             except OperationalError as err:
-                # SQLite answers a lost write race with "database is locked"; try the whole unit again.
-                if attempt == _WRITE_RETRIES - 1 or "locked" not in str(err).lower():
+                # SQLite answers a lost write race with "database is locked", a server a lock-order
+                # clash between replicas with a deadlock; either way the whole unit is tried again.
+                text = str(err).lower()
+                if attempt == _WRITE_RETRIES - 1 or ("locked" not in text and "deadlock" not in text):
                     raise
                 await asyncio.sleep(0.01 * (2**attempt))
         msg = "unreachable: the last attempt re-raises"
@@ -198,66 +185,44 @@ class PollStore:
         self, message_id: int, user_id: int, emoji: str, *, kind: Literal["add", "remove"], now: datetime,
         reconcile: bool = False,
     ) -> VoteOutcome:  # fmt: skip
-        """Turn one reaction into a vote change, idempotently.
+        """Turn one reaction into a vote change, idempotently (a batch of one, see :mod:`vote_batch`).
 
         Single choice: an add replaces the user's vote (``created``/``updated``/``already_recorded``).
         Multiple choice: an add inserts the (user, option) vote if absent and the user is under
         ``max_choices`` (else ``rejected_max_choices``); a remove deletes it, but only where the
         reaction is the user's own (polls that keep reactions: multiple choice, not anonymous).
         ``reconcile=True`` only ever adds: a single-choice user who already voted keeps their vote.
+        Raises :class:`CorruptPollError` for a corrupt poll row.
         """
-
-        async def work(session: AsyncSession) -> VoteOutcome:  # noqa: PLR0911 - one return per rule
-            row = await session.scalar(
-                select(Poll).where(Poll.message_id == str(message_id)).with_for_update().limit(1)
-            )
-            if row is None:
-                return VoteOutcome("ignored_unknown_poll", None)
-            poll = poll_view(row)
-            if poll.status != "active" or poll.close_time <= now:
-                return VoteOutcome("ignored_closed", poll)
-            option = poll.option_for(emoji)
-            if option is None:
-                return VoteOutcome("ignored_emoji", poll)
-            uid = str(user_id)
-            mine = list(
-                await session.execute(
-                    select(Vote.id, Vote.option_index).where(Vote.poll_id == poll.id, Vote.user_id == uid)
-                )
-            )
-            chosen = {int(r.option_index) for r in mine}
-            if kind == "remove":
-                if poll.removes_reactions or option not in chosen:
-                    return VoteOutcome("ignored_remove", poll, option)
-                await session.execute(
-                    delete(Vote).where(
-                        Vote.poll_id == poll.id, Vote.user_id == uid, Vote.option_index == option
-                    )
-                )
-                return VoteOutcome("removed", poll, option)
-            if not poll.multiple_choice:
-                if option in chosen and len(mine) == 1:
-                    return VoteOutcome("already_recorded", poll, option)
-                if mine and reconcile:
-                    return VoteOutcome("already_recorded", poll, option)
-                if mine:
-                    await session.execute(delete(Vote).where(Vote.poll_id == poll.id, Vote.user_id == uid))
-                await session.execute(
-                    insert(Vote).values(poll_id=poll.id, user_id=uid, option_index=option, voted_at=now)
-                )
-                return VoteOutcome("updated" if mine else "created", poll, option)
-            if option in chosen:
-                return VoteOutcome("already_recorded", poll, option)
-            if poll.max_choices is not None and len(chosen) >= poll.max_choices:
-                return VoteOutcome("rejected_max_choices", poll, option)
-            await session.execute(
-                insert(Vote).values(poll_id=poll.id, user_id=uid, option_index=option, voted_at=now)
-            )
-            return VoteOutcome("added", poll, option)
-
-        outcome = await self._retrying(work)
-        assert isinstance(outcome, VoteOutcome)
+        (outcome,) = await self.apply_votes(
+            [VoteCommand(message_id, user_id, emoji, kind, reconcile=reconcile)], now=now
+        )
+        if outcome.error is not None:
+            raise outcome.error
         return outcome
+
+    async def apply_votes(self, commands: Sequence[VoteCommand], *, now: datetime) -> list[VoteOutcome]:
+        """Apply ``commands`` in order in one transaction (:func:`~polly.engine.vote_batch.apply_batch`),
+        retried as a whole when SQLite reports a lost write race or a server a deadlock."""
+
+        async def work(session: AsyncSession) -> list[VoteOutcome]:
+            return await apply_batch(session, commands, now=now)
+
+        outcomes = await self._retrying(work)
+        assert isinstance(outcomes, list)
+        return outcomes
+
+    async def votes_by_user(self, poll_id: int) -> dict[int, set[int]]:
+        """The poll's votes: user id → option indexes (a non-numeric user id is skipped)."""
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(Vote.user_id, Vote.option_index).where(Vote.poll_id == poll_id)
+            )
+            out: dict[int, set[int]] = {}
+            for user, option in rows:
+                if str(user).isdigit():
+                    out.setdefault(int(user), set()).add(int(option))
+            return out
 
     async def reconcile_candidates(self, now: datetime, lookback: timedelta, limit: int) -> list[PollView]:
         """Active polls with a posted message that opened within ``lookback``."""

@@ -1,35 +1,43 @@
-"""The vote path: raw reaction events become votes, embeds are refreshed in coalesced batches.
+"""The vote path: raw reaction events become votes in batches; embeds are refreshed in coalesced edits.
 
-:class:`VoteProcessor` takes each :class:`~polly.engine.gateway.ReactionEvent` (the bot's own and
-other bots' reactions are ignored), applies it through :meth:`PollStore.apply_reaction`
-(idempotent: replaying an event changes nothing), then, as upstream does, removes the voter's
-reaction on anonymous and single-choice polls, and removes a reaction that would exceed
-``max_choices``. A reaction for an unknown message, an unknown emoji or a closed poll is ignored
-with a debug line.
+:class:`VoteProcessor` takes :class:`~polly.engine.gateway.ReactionEvent` values (the bot's own and
+other bots' reactions are ignored) and applies them in batches through
+:meth:`PollStore.apply_votes` (:mod:`polly.engine.vote_batch`: one transaction per batch, each
+message's events in order, idempotent). After the commit, as upstream does, it has the voter's
+reaction removed on anonymous and single-choice polls, and a reaction that would exceed
+``max_choices`` (:class:`~polly.engine.reactions.ReactionRemover`, which retries failures), and
+sends the optional confirmation DMs. A reaction for an unknown message, an unknown emoji or a
+closed poll is ignored with a debug line.
 
-:class:`EmbedUpdater` keeps the set of polls whose results changed and edits each poll's message
-at most once per ``interval`` (upstream edited on every vote). :class:`DmLimiter` bounds the
-optional confirmation DMs to ``max_per_minute``.
+Each worker takes what is waiting in its queue, up to ``batch_size`` events, waiting at most
+``flush_seconds`` for more when fewer are there: under load batches fill by themselves while the
+previous one commits, and a lone event is applied after ``flush_seconds`` at most.
+
+:class:`~polly.engine.embed_updater.EmbedUpdater` (importable from here) edits each poll's message
+at most once per interval. :class:`DmLimiter` bounds the optional DMs to ``max_per_minute``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from cachetools import TTLCache
 from sqlalchemy.exc import SQLAlchemyError
 
-from polly.engine.embeds import poll_embed
+from polly.engine.embed_updater import EmbedUpdater
 from polly.engine.gateway import Gateway, ReactionEvent
-from polly.engine.store import PollStore, VoteOutcome
-from polly.engine.views import CorruptPollError
-from polly.errors import GatewayError, NotFoundError, RateLimitedError
+from polly.engine.reactions import ReactionRemover
+from polly.engine.store import PollStore, VoteCommand, VoteOutcome
+from polly.errors import GatewayError
+
+__all__ = ["DmLimiter", "EmbedUpdater", "VoteProcessor", "VoteStats"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,98 +83,8 @@ class DmLimiter:
         return True
 
 
-class EmbedUpdater:
-    """Coalesces embed edits: each dirty poll is edited at most once per ``interval_seconds``.
-
-    The dirty set holds at most ``max_pending`` polls; beyond that the oldest mark is dropped (the
-    next vote on that poll marks it again, and closing shows final results regardless).
-    """
-
-    def __init__(
-        self,
-        store: PollStore,
-        gateway: Gateway,
-        *,
-        interval_seconds: float,
-        max_pending: int = 10_000,
-        monotonic: Callable[[], float] = time.monotonic,
-        on_refresh: Callable[[int], Awaitable[None]] | None = None,
-    ) -> None:
-        self._on_refresh = on_refresh
-        self._store = store
-        self._gateway = gateway
-        self._interval = interval_seconds
-        self._max_pending = max_pending
-        self._now = monotonic
-        self._dirty: dict[int, None] = {}
-        self._last_edit: dict[int, float] = {}
-        self._wake = asyncio.Event()
-        self.edits = 0
-        self.failures = 0
-
-    def mark(self, poll_id: int) -> None:
-        """Note that ``poll_id``'s results changed."""
-        if poll_id not in self._dirty and len(self._dirty) >= self._max_pending:
-            del self._dirty[next(iter(self._dirty))]
-        self._dirty[poll_id] = None
-        self._wake.set()
-
-    @property
-    def pending(self) -> int:
-        return len(self._dirty)
-
-    async def flush_due(self) -> float:
-        """Edit every dirty poll whose interval has passed; return seconds until the next is due."""
-        now = self._now()
-        wait = self._interval
-        for poll_id in list(self._dirty):
-            due = self._last_edit.get(poll_id, 0.0) + self._interval
-            if due > now:
-                wait = min(wait, due - now)
-                continue
-            del self._dirty[poll_id]
-            self._last_edit[poll_id] = now
-            await self._edit(poll_id)
-        # Forget edit times older than an interval: they no longer delay anything (bounds the map).
-        for poll_id in [
-            p for p, t in self._last_edit.items() if now - t > self._interval and p not in self._dirty
-        ]:
-            del self._last_edit[poll_id]
-        return max(wait, 0.01)
-
-    async def _edit(self, poll_id: int) -> None:
-        try:
-            poll = await self._store.view(poll_id)
-            if poll is None or poll.status != "active" or poll.message_id is None:
-                return
-            if self._on_refresh is not None:
-                await self._on_refresh(poll_id)
-            results, voters = await self._store.results(poll_id)
-            await self._gateway.edit_message(
-                poll.channel_id, poll.message_id, embed=poll_embed(poll, results, closed=False, voters=voters)
-            )
-            self.edits += 1
-        except RateLimitedError as err:
-            self.mark(poll_id)
-            await asyncio.sleep(min(err.retry_after_seconds, 60.0))
-        except (GatewayError, CorruptPollError) as err:
-            self.failures += 1
-            logger.debug("embed refresh of poll %s failed: %s", poll_id, err)
-
-    async def run(self) -> None:
-        """Loop forever (the owner cancels it): wait for marks, flush what is due."""
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            delay = await self.flush_due()
-            if self._dirty:
-                # Sleep until the next poll is due: new marks must not cut the interval short.
-                await asyncio.sleep(delay)
-                self._wake.set()
-
-
 class VoteProcessor:
-    """Turns reaction events into votes."""
+    """Turns reaction events into votes, in batches."""
 
     def __init__(
         self,
@@ -181,6 +99,10 @@ class VoteProcessor:
         monotonic: Callable[[], float] = time.monotonic,
         max_recent_removals: int = 20_000,
         recent_removal_seconds: float = 60.0,
+        remover: ReactionRemover | None = None,
+        batch_size: int = 500,
+        flush_seconds: float = 0.01,
+        on_lost: Callable[[int], None] | None = None,
     ) -> None:
         self._store = store
         self._gateway = gateway
@@ -189,58 +111,111 @@ class VoteProcessor:
         self._dms = confirmation_dms
         self._dm_limiter = dm_limiter or DmLimiter(30)
         self._on_outcome = on_outcome
+        self._on_lost = on_lost
+        self.remover = remover or ReactionRemover(gateway, monotonic=monotonic)
+        self.batch_size = batch_size
+        self.flush_seconds = flush_seconds
         self.stats = VoteStats()
         self._queues: list[asyncio.Queue[ReactionEvent]] = []
+        self._in_flight = 0
         self._monotonic = monotonic
-        # When each (message, user, emoji) reaction was last seen removed by the user: a reconcile
-        # pass that listed the reaction before that moment must not bring the vote back.
+        # When each (message, user, emoji) reaction was last seen removed, or added, by an event: a
+        # repair that listed reactions before that moment must not undo what the event said.
         self._removed_at: TTLCache[tuple[int, int, str], float] = TTLCache(
             maxsize=max_recent_removals, ttl=recent_removal_seconds, timer=monotonic
         )
+        self._added_at: TTLCache[tuple[int, int, str], float] = TTLCache(
+            maxsize=max_recent_removals, ttl=recent_removal_seconds, timer=monotonic
+        )
+        self._corrupt_reported: TTLCache[int, None] = TTLCache(maxsize=1000, ttl=3600.0, timer=monotonic)
 
     async def handle(
         self, event: ReactionEvent, *, reconcile: bool = False, observed_at: float | None = None
     ) -> VoteOutcome | None:
-        """Apply one event. Returns the outcome, or ``None`` for bots' reactions and stale reconciles.
+        """Apply one event (a batch of one). Returns the outcome, or ``None`` for bots' reactions and
+        stale repairs. Reaction removal is tried at once (a failure is retried later).
 
-        ``reconcile`` events only ever add; ``observed_at`` (monotonic seconds) is when the reconciler
-        read the reaction, and the event is dropped if the user removed that reaction since.
+        ``reconcile`` events only ever add; ``observed_at`` (monotonic seconds) is when a repair read
+        the reaction: an add is dropped if the user removed that reaction since, a remove if they
+        added it since.
         """
-        self.stats.events += 1
-        if event.is_bot or event.user_id == self._bot_id():
-            return None
-        key = (event.message_id, event.user_id, event.emoji)
-        if event.kind == "remove":
-            self._removed_at[key] = self._monotonic()
-        elif (
-            reconcile and observed_at is not None and self._removed_at.get(key, float("-inf")) >= observed_at
-        ):
-            self.stats.count("ignored_stale_reconcile")
-            return None
-        outcome = await self._store.apply_reaction(
-            event.message_id,
-            event.user_id,
-            event.emoji,
-            kind=event.kind,
-            now=self._clock(),
-            reconcile=reconcile,
+        (outcome,) = await self.apply_events(
+            [event], reconcile=reconcile, observed_at=observed_at, inline=True
         )
+        return outcome
+
+    def superseded(self, event: ReactionEvent, observed_at: float) -> bool:
+        """``True`` if an event after ``observed_at`` said the opposite of ``event`` (a repair's view)."""
+        key = (event.message_id, event.user_id, event.emoji)
+        seen = self._removed_at if event.kind == "add" else self._added_at
+        return seen.get(key, float("-inf")) >= observed_at
+
+    async def apply_events(
+        self, events: Sequence[ReactionEvent], *, reconcile: bool = False, observed_at: float | None = None,
+        inline: bool = False,
+    ) -> list[VoteOutcome | None]:  # fmt: skip
+        """Apply ``events`` in order in one transaction, then remove reactions and send DMs.
+
+        ``inline`` tries reaction removals before returning (else they are queued for the remover).
+        Database errors propagate (see :meth:`apply_with_retry`).
+        """
+        bot = self._bot_id()
+        now_mono = self._monotonic()
+        accepted: list[tuple[int, ReactionEvent]] = []
+        results: list[VoteOutcome | None] = [None] * len(events)
+        for i, event in enumerate(events):
+            self.stats.events += 1
+            if event.is_bot or event.user_id == bot:
+                continue
+            if observed_at is not None and self.superseded(event, observed_at):
+                self.stats.count("ignored_stale_reconcile")
+                continue
+            key = (event.message_id, event.user_id, event.emoji)
+            if observed_at is None:
+                (self._removed_at if event.kind == "remove" else self._added_at)[key] = now_mono
+            accepted.append((i, event))
+        if not accepted:
+            return results
+        commands = [
+            VoteCommand(
+                e.message_id, e.user_id, e.emoji, e.kind, reconcile=reconcile and e.kind == "add",
+                seen_at=e.received_at,
+            )
+            for _, e in accepted
+        ]  # fmt: skip
+        outcomes = await self._store.apply_votes(commands, now=self._clock())
+        for n, ((i, event), outcome) in enumerate(zip(accepted, outcomes, strict=True)):
+            results[i] = outcome
+            await self._after(event, outcome, inline=inline)
+            if n % 100 == 99:
+                await asyncio.sleep(0)  # a large batch must not hold the loop
+        return results
+
+    async def _after(self, event: ReactionEvent, outcome: VoteOutcome, *, inline: bool) -> None:
         self.stats.count(outcome.action)
-        if outcome.action.startswith("ignored"):
+        if outcome.error is not None:
+            if outcome.error.poll_id not in self._corrupt_reported:
+                self._corrupt_reported[outcome.error.poll_id] = None
+                logger.warning("reactions on message %s ignored: %s", event.message_id, outcome.error)
+        elif outcome.action.startswith("ignored"):
             logger.debug("reaction on message %s ignored: %s", event.message_id, outcome.action)
         if self._on_outcome is not None:
             self._on_outcome(event, outcome)
         poll = outcome.poll
-        if poll is None or outcome.action.startswith("ignored"):
-            return outcome
+        # A stale add is an old act the user has since replaced: its reaction goes like any other.
+        stale_add = outcome.action == "ignored_stale" and event.kind == "add"
+        if poll is None or (outcome.action.startswith("ignored") and not stale_add):
+            return
         if outcome.changed:
             self._embeds.mark(poll.id)
-        remove = event.kind == "add" and (poll.removes_reactions or outcome.action == "rejected_max_choices")
-        if remove:
-            await self._remove_reaction(event)
+        if event.kind == "add" and (poll.removes_reactions or outcome.action == "rejected_max_choices"):
+            removal = (event.channel_id, event.message_id, event.emoji, event.user_id)
+            if inline:
+                await self.remover.remove_now(removal)
+            else:
+                self.remover.enqueue(removal)
         if self._dms and outcome.changed and event.kind == "add":
             await self._confirm(event, outcome)
-        return outcome
 
     def _bot_id(self) -> int | None:
         try:
@@ -248,17 +223,9 @@ class VoteProcessor:
         except GatewayError:
             return None
 
-    async def _remove_reaction(self, event: ReactionEvent) -> None:
-        try:
-            await self._gateway.remove_reaction(
-                event.channel_id, event.message_id, event.emoji, event.user_id
-            )
-        except NotFoundError:
-            pass
-        except GatewayError as err:
-            # The vote is recorded; a reaction left behind is removed by the reconciler later.
-            self.stats.reaction_removals_failed += 1
-            logger.debug("could not remove reaction of %s on %s: %s", event.user_id, event.message_id, err)
+    @property
+    def reaction_removals_failed(self) -> int:
+        return self.remover.failures
 
     async def _confirm(self, event: ReactionEvent, outcome: VoteOutcome) -> None:
         poll = outcome.poll
@@ -276,8 +243,12 @@ class VoteProcessor:
 
     @property
     def queued(self) -> int:
-        """Events waiting in the worker queues."""
-        return sum(q.qsize() for q in self._queues)
+        """Events waiting in the worker queues or being applied."""
+        return sum(q.qsize() for q in self._queues) + self._in_flight
+
+    def pending_messages(self) -> set[int]:
+        """Messages with events waiting in the worker queues (for the shutdown record)."""
+        return {e.message_id for q in self._queues for e in list(q._queue)}  # type: ignore[attr-defined]  # noqa: SLF001 - read-only peek
 
     def partitions(self, workers: int, max_queued: int) -> list[asyncio.Queue[ReactionEvent]]:
         """Create the per-worker queues (bounded by ``max_queued`` in all) before running the loops."""
@@ -289,37 +260,61 @@ class VoteProcessor:
         """Move gateway events to the worker owning their message, so one message's events stay in order.
 
         When a worker's queue is full the dispatcher waits: the gateway's own bounded queue then
-        sheds, and the reconciler repairs what was shed.
+        sheds, and the shed messages are marked for repair.
         """
         queues = self._queues
         while True:
             event = await self._gateway.next_reaction_event()
+            if event.received_at is None:
+                event = dataclasses.replace(event, received_at=self._clock())
             await queues[event.message_id % len(queues)].put(event)
 
     async def work(self, index: int) -> None:
-        """Apply the events of partition ``index`` forever (the owner cancels it)."""
+        """Apply the events of partition ``index`` in batches forever (the owner cancels it)."""
         queue = self._queues[index]
         while True:
-            event = await queue.get()
-            await self.handle_with_retry(event)
+            batch = [await queue.get()]
+            self._in_flight += 1
+            try:
+                while len(batch) < self.batch_size:
+                    if queue.empty():
+                        if self.flush_seconds <= 0 or len(batch) > 1:
+                            break
+                        await asyncio.sleep(self.flush_seconds)
+                        if queue.empty():
+                            break
+                    batch.append(queue.get_nowait())
+                    self._in_flight += 1
+                await self.apply_with_retry(batch)
+            finally:
+                self._in_flight -= len(batch)
 
     async def handle_with_retry(self, event: ReactionEvent, attempts: int = 6) -> None:
-        """:meth:`handle`, retrying database failures with exponential backoff (0.1 s doubling, ≤ 5 s).
+        """:meth:`handle` with :meth:`apply_with_retry`'s database retries (kept for callers of one event)."""
+        await self.apply_with_retry([event], attempts=attempts, inline=True)
 
-        After ``attempts`` failures the event is dropped with a warning; the reconciler records the
-        vote from the message's reactions later, so a database outage loses no vote.
+    async def apply_with_retry(
+        self, events: Sequence[ReactionEvent], attempts: int = 6, *, inline: bool = False
+    ) -> None:
+        """:meth:`apply_events`, retrying database failures with backoff (0.1 s doubling, ≤ 5 s).
+
+        After ``attempts`` failures the batch is dropped with a warning and its messages are marked
+        for repair, which records the votes from the messages' reactions: an outage loses no vote.
         """
         for attempt in range(attempts):
             try:
-                await self.handle(event)
-            except CorruptPollError as err:
-                logger.warning("reaction on message %s ignored: %s", event.message_id, err)
+                await self.apply_events(events, inline=inline)
             except SQLAlchemyError as err:
                 self.stats.db_retries += 1
                 if attempt == attempts - 1:
-                    self.stats.dropped += 1
-                    logger.warning("reaction on message %s not recorded after %d tries: %s",
-                                   event.message_id, attempts, type(err).__name__)  # fmt: skip
+                    self.stats.dropped += len(events)
+                    messages = sorted({e.message_id for e in events})
+                    logger.warning("%d reaction(s) on %d message(s) not recorded after %d tries (%s); "
+                                   "their polls are marked for repair", len(events), len(messages), attempts,
+                                   type(err).__name__)  # fmt: skip
+                    if self._on_lost is not None:
+                        for message_id in messages:
+                            self._on_lost(message_id)
                     return
                 await asyncio.sleep(min(0.1 * 2**attempt, 5.0))
                 continue

@@ -148,7 +148,9 @@ async def harness(
     database = Database(settings.database)
     create_schema(database.sync_engine)
     clock = Clock(datetime(2026, 6, 1, 12, 0))
-    sandbox = SandboxGateway(rng=random.Random(seed), faults=faults, clock=clock.monotonic, sleep=_no_sleep)
+    sandbox = SandboxGateway(
+        rng=random.Random(seed), faults=faults, clock=clock.monotonic, sleep=_no_sleep, wall_clock=clock
+    )
     sandbox.ensure_channel(CHANNEL, GUILD)
     try:
         yield Harness(database, sandbox, clock, settings)
