@@ -129,6 +129,7 @@ async def checked_form(request: Request) -> FormData:
     sent = request.headers.get("X-CSRF-Token") or form.get("csrf_token")
     expected = request.session.get("csrf")
     if not isinstance(sent, str) or not isinstance(expected, str) or not hmac.compare_digest(sent, expected):
+        await form.close()
         raise HTTPException(
             403, "the form's security token is missing or stale: reload the page and try again"
         )

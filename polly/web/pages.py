@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -142,6 +143,15 @@ async def new_poll(request: Request) -> Response:
     if request.method == "GET":
         return web.render(request, "poll_form.html", context)
     form = await checked_form(request)
+    try:
+        return await _create(request, web, form, context)
+    finally:
+        await form.close()
+
+
+async def _create(request: Request, web: WebState, form: FormData, context: dict[str, Any]) -> Response:
+    member, guild, details = require_member(web.signin, request), context["guild"], context["details"]
+    guild_id = guild.id
     data = poll_data(form, guild_id)
     definition, problems = validate_poll(data, "poll", now=_now())
     problems += _guild_problems(data, details)
@@ -195,6 +205,14 @@ async def import_polls(request: Request) -> Response:
     if request.method == "GET":
         return web.render(request, "import.html", {"guild": guild, "problems": []})
     form = await checked_form(request)
+    try:
+        return await _import(request, web, form, member.id, guild)
+    finally:
+        await form.close()
+
+
+async def _import(request: Request, web: WebState, form: FormData, member_id: str, guild: Any) -> Response:
+    guild_id = guild.id
     upload = form.get("file")
     problems: list[str] = []
     items: list[Any] = []
@@ -226,7 +244,7 @@ async def import_polls(request: Request) -> Response:
         return web.render(request, "import.html", {"guild": guild, "problems": problems}, status=400)
     try:
         ids = await run_in_threadpool(
-            lambda: service.create_polls(web.database, definitions, creator_id=member.id)
+            lambda: service.create_polls(web.database, definitions, creator_id=member_id)
         )
     except PollValidationError as err:
         return web.render(
