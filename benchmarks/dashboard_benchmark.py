@@ -125,7 +125,8 @@ async def main() -> int:
             anchor_bare = await timed(args.requests, bare)
             anchor_naive = await timed(max(10, args.requests // 10), naive)
     print(
-        f"dashboard list page, {args.polls} polls in the server (+1000 elsewhere), {args.requests} requests each"
+        f"dashboard list page, {args.polls} polls in the server (+1000 elsewhere), "
+        f"{args.requests} requests each"
     )
     print(f"database: {url.split(':', 1)[0]}")
     print(f"{'':32} {'p50 ms':>8} {'p95 ms':>8}  ratios (p95)")
