@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from pydantic import SecretStr
@@ -33,7 +34,7 @@ async def test_guild_details_are_cached_until_the_ttl_and_capped() -> None:
             other = discord.world.add_guild("second")
             await api.guild_details(str(other.id))
             assert len(api._details) == 1  # the cap evicts
-            time.sleep(0.35)
+            await asyncio.sleep(0.35)
             await api.guild_details(str(other.id))
             assert api.calls == calls + 4  # expired: fetched again
         finally:

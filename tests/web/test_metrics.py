@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability
@@ -37,7 +38,7 @@ async def test_requests_are_measured_by_route_template(
         await client.get("/no/such/page/4711")
     data = reader.get_metrics_data()
     assert data is not None
-    points = {
+    points: dict[str, list[Any]] = {
         m.name: list(m.data.data_points)
         for rm in data.resource_metrics
         for sm in rm.scope_metrics
@@ -49,6 +50,8 @@ async def test_requests_are_measured_by_route_template(
     assert "/auth/callback" in routes
     by_route = {p.attributes.get("http.route"): p.count for p in durations if p.attributes.get("http.route")}
     assert by_route["/polls/{poll_id:int}"] == 3  # three ids, one series
-    every_value = " ".join(str(v) for ps in points.values() for p in ps for v in (p.attributes or {}).values())
+    every_value = " ".join(
+        str(v) for ps in points.values() for p in ps for v in (p.attributes or {}).values()
+    )
     for raw in ("101", "202", "4711", "testserver"):
         assert raw not in every_value

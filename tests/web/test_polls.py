@@ -21,8 +21,11 @@ Web = tuple[Starlette, httpx.AsyncClient, Database]
 
 
 async def _new(
-    client: httpx.AsyncClient, world: World, files: dict | None = None, **fields: str
-) -> httpx.Response:  # type: ignore[type-arg]
+    client: httpx.AsyncClient,
+    world: World,
+    files: dict[str, tuple[str, bytes, str]] | None = None,
+    **fields: str,
+) -> httpx.Response:
     gid = world.discord.guild.id
     token = csrf_of((await client.get(f"/servers/{gid}/polls/new")).text)
     form = {"csrf_token": token, **poll_form(world.discord.channel.id, **fields)}
@@ -66,7 +69,8 @@ async def test_create_stores_every_field_the_image_and_the_preferences(
             "Europe/Berlin",
         )
         assert row.creator_id == str(world.manager.id)
-        assert row.image_path is not None and row.image_path.startswith("static/uploads/")
+        assert row.image_path is not None
+        assert row.image_path.startswith("static/uploads/")
         assert (tmp_path / row.image_path).read_bytes() == PNG
         pref = session.scalars(
             select(UserPreference).where(UserPreference.user_id == str(world.manager.id))
@@ -88,7 +92,7 @@ async def test_the_form_reports_every_problem_with_the_cli_messages(world: World
         "timezone": "Mars/Olympus",
         "emoji_0": "<:nothere:123456789012345678>",
     }
-    resp = await _new(client, world, **bad)
+    resp = await _new(client, world, None, **bad)
     assert resp.status_code == 400
     data = {"name": "Lunch", "question": "Hm?", "options": ["Pizza"], "timezone": "Mars/Olympus",
             "server_id": "1" * 18, "channel_id": "2" * 18}  # fmt: skip
@@ -162,10 +166,12 @@ async def test_close_reopen_results_export_and_delete(world: World, web: Web) ->
     assert 'data-live="/polls/' in page.text
     await client.post(f"/polls/{poll_id}/close", data={"csrf_token": token})
     closed = await client.get(f"/polls/{poll_id}")
-    assert "data-live" not in closed.text and "Results" in closed.text
+    assert "data-live" not in closed.text
+    assert "Results" in closed.text
     assert 'class="winner"' in closed.text
     resp = await client.post(f"/polls/{poll_id}/reopen", data={"csrf_token": token, "extend_minutes": "abc"})
-    assert resp.status_code == 400 and "not a whole number" in resp.text
+    assert resp.status_code == 400
+    assert "not a whole number" in resp.text
     resp = await client.post(
         f"/polls/{poll_id}/reopen", data={"csrf_token": token, "extend_minutes": "30", "reset_votes": "on"}
     )
@@ -176,7 +182,8 @@ async def test_close_reopen_results_export_and_delete(world: World, web: Web) ->
     exported = await client.get(f"/polls/{poll_id}/export")
     assert exported.headers["content-disposition"] == f'attachment; filename="poll-{poll_id}.json"'
     data = exported.json()
-    assert data["options"] == ["Pizza", "Tacos"] and data["server_id"] == str(world.discord.guild.id)
+    assert data["options"] == ["Pizza", "Tacos"]
+    assert data["server_id"] == str(world.discord.guild.id)
     assert validate_poll(data, "re-import", now=datetime.now(UTC).replace(tzinfo=None))[1] == []
     confirm = await client.get(f"/polls/{poll_id}/delete")
     assert "Delete it" in confirm.text
@@ -202,9 +209,12 @@ async def test_the_list_filters_by_status_searches_and_pages(world: World, web: 
     gid = world.discord.guild.id
     first = await client.get(f"/servers/{gid}/polls?status=scheduled")
     assert f"{PAGE_SIZE + 3} poll(s), page 1 of 2" in first.text
-    assert "Poll 027" in first.text and "Poll 002" not in first.text  # newest first
+    assert "Poll 027" in first.text
+    assert "Poll 002" not in first.text
     second = await client.get(f"/servers/{gid}/polls?status=scheduled&page=2")
-    assert "Poll 002" in second.text and "Poll 027" not in second.text
+    assert "Poll 002" in second.text
+    assert "Poll 027" not in second.text
     assert "No active polls" in (await client.get(f"/servers/{gid}/polls")).text
     found = await client.get(f"/servers/{gid}/polls?status=all&q=100%25_")
-    assert "1 poll(s)" in found.text and "Poll 005" in found.text  # % and _ are literal
+    assert "1 poll(s)" in found.text
+    assert "Poll 005" in found.text
