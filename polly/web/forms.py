@@ -95,3 +95,34 @@ async def store_image(upload: Any, image_root: Path, max_bytes: int) -> str | No
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)
     return relative
+
+
+def form_from_poll(data: dict[str, Any]) -> dict[str, str]:
+    """A poll in the import format (as exported) as the form's fields, to edit it."""
+    form = {
+        k: str(data.get(k) or "")
+        for k in (
+            "name",
+            "question",
+            "channel_id",
+            "timezone",
+            "open_time",
+            "close_time",
+            "image_message_text",
+            "ping_role_id",
+        )
+    }
+    for i, (option, emoji) in enumerate(zip(data.get("options", []), data.get("emojis", []), strict=False)):
+        form[f"option_{i}"], form[f"emoji_{i}"] = str(option), str(emoji)
+    for flag in (
+        "multiple_choice",
+        "anonymous",
+        "ping_role_enabled",
+        "ping_role_on_close",
+        "open_immediately",
+    ):
+        if data.get(flag):
+            form[flag] = "on"
+    if data.get("max_choices"):
+        form["max_choices"] = str(data["max_choices"])
+    return form

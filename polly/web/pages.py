@@ -25,8 +25,17 @@ from polly.polls import reports, service
 from polly.polls.definition import DEFAULT_TIMEZONE, MAX_FILE_BYTES, format_local, validate_poll
 from polly.web.auth import checked_form, redirect, require_member
 from polly.web.discord_api import DiscordApiError, GuildDetails
-from polly.web.forms import MAX_OPTIONS, UploadError, poll_data, store_image
-from polly.web.store import STATUSES, Preferences, create_poll, list_page, poll_server, preferences, remember
+from polly.web.forms import MAX_OPTIONS, UploadError, form_from_poll, poll_data, store_image
+from polly.web.store import (
+    STATUSES,
+    Preferences,
+    create_poll,
+    list_page,
+    poll_server,
+    preferences,
+    remember,
+    update_scheduled_poll,
+)
 
 if TYPE_CHECKING:
     from polly.web.app import WebState
@@ -50,6 +59,7 @@ def routes() -> list[Route]:
         Route("/servers/{guild_id:int}/import", import_polls, methods=["GET", "POST"]),
         Route("/polls/{poll_id:int}", show),
         Route("/polls/{poll_id:int}/results", results_fragment),
+        Route("/polls/{poll_id:int}/edit", edit_poll, methods=["GET", "POST"]),
         Route("/polls/{poll_id:int}/close", close, methods=["POST"]),
         Route("/polls/{poll_id:int}/reopen", reopen, methods=["POST"]),
         Route("/polls/{poll_id:int}/delete", delete, methods=["GET", "POST"]),
@@ -149,7 +159,38 @@ async def new_poll(request: Request) -> Response:
         await form.close()
 
 
-async def _create(request: Request, web: WebState, form: FormData, context: dict[str, Any]) -> Response:
+async def edit_poll(request: Request) -> Response:
+    """Edit a poll that has not opened yet (``scheduled`` and never posted), every field as on create."""
+    web, poll_id, server_id = await _poll_guild(request)
+    member, guild = await web.member_guild(request, server_id)
+    details = await _details(web, server_id)
+    prefs = await run_in_threadpool(preferences, web.database, member.id)
+    exported = await run_in_threadpool(lambda: reports.export_poll(web.database, poll_id, now=_now()))
+    status = await run_in_threadpool(lambda: reports.show_poll(web.database, poll_id).poll.status)
+    if status != "scheduled":
+        raise HTTPException(409, f"poll {poll_id} is {status}: only a poll that has not opened can be edited")
+    context: dict[str, Any] = {
+        "guild": guild,
+        "details": details,
+        "zones": COMMON_ZONES,
+        "max_options": MAX_OPTIONS,
+        "problems": [],
+        "form": form_from_poll(exported),
+        "prefs": prefs,
+        "editing": poll_id,
+    }
+    if request.method == "GET":
+        return web.render(request, "poll_form.html", context)
+    form = await checked_form(request)
+    try:
+        return await _create(request, web, form, context, poll_id=poll_id)
+    finally:
+        await form.close()
+
+
+async def _create(
+    request: Request, web: WebState, form: FormData, context: dict[str, Any], *, poll_id: int | None = None
+) -> Response:
     member, guild, details = require_member(web.signin, request), context["guild"], context["details"]
     guild_id = guild.id
     data = poll_data(form, guild_id)
@@ -167,6 +208,21 @@ async def _create(request: Request, web: WebState, form: FormData, context: dict
         context.update(problems=problems, form=dict(form))
         return web.render(request, "poll_form.html", context, status=400)
     channels, roles = dict(details.channels), dict(details.roles)
+    if poll_id is not None:
+        editing = poll_id
+        changed = await run_in_threadpool(
+            lambda: update_scheduled_poll(
+                web.database,
+                editing,
+                definition,
+                image_path=image_path,
+                channel_name=channels.get(definition.channel_id),
+                ping_role_name=roles.get(definition.ping_role_id or ""),
+            )
+        )
+        if not changed:
+            raise HTTPException(409, f"poll {poll_id} opened meanwhile: it can no longer be edited")
+        return redirect(f"/polls/{poll_id}")
     poll_id = await run_in_threadpool(
         lambda: create_poll(
             web.database,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
 
 from polly.db.engine import Database
 from polly.db.models import STATUS_SCHEDULED, Poll, User, UserPreference
@@ -132,6 +132,50 @@ def create_poll(
         session.add(row)
         session.flush()
         return int(row.id)
+
+
+def update_scheduled_poll(
+    db: Database,
+    poll_id: int,
+    d: PollDefinition,
+    *,
+    image_path: str | None,
+    channel_name: str | None,
+    ping_role_name: str | None,
+) -> bool:
+    """Rewrite a poll that is still ``scheduled`` and unposted; ``False`` when it opened meanwhile
+    (the engine claimed or posted it) or is gone. ``image_path`` ``None`` keeps the current image."""
+    values = {
+        "name": d.name,
+        "question": d.question,
+        "channel_id": d.channel_id,
+        "channel_name": channel_name,
+        "multiple_choice": d.multiple_choice,
+        "max_choices": d.max_choices,
+        "anonymous": d.anonymous,
+        "ping_role_enabled": d.ping_role_enabled,
+        "ping_role_id": d.ping_role_id,
+        "ping_role_name": ping_role_name,
+        "ping_role_on_close": d.ping_role_on_close,
+        "ping_role_on_update": d.ping_role_on_update,
+        "image_message_text": d.image_message_text,
+        "open_time": d.open_time,
+        "close_time": d.close_time,
+        "timezone": d.timezone,
+        "open_immediately": d.open_immediately,
+    }
+    probe = Poll()
+    probe.options, probe.emojis = list(d.options), list(d.emojis)
+    values |= {"options_json": probe.options_json, "emojis_json": probe.emojis_json}
+    if image_path is not None:
+        values["image_path"] = image_path
+    with db.session_scope() as session:
+        result = session.execute(
+            update(Poll)
+            .where(Poll.id == poll_id, Poll.status == STATUS_SCHEDULED, Poll.message_id.is_(None))
+            .values(**values)
+        )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)

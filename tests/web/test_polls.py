@@ -218,3 +218,30 @@ async def test_the_list_filters_by_status_searches_and_pages(world: World, web: 
     found = await client.get(f"/servers/{gid}/polls?status=all&q=100%25_")
     assert "1 poll(s)" in found.text
     assert "Poll 005" in found.text
+
+
+async def test_a_scheduled_poll_is_edited_until_it_opens(world: World, web: Web) -> None:
+    _, client, database = web
+    await sign_in(client, world.discord, world.manager)
+    resp = await _new(client, world, None, open_immediately="", open_time="2099-01-01T09:00", timezone="UTC")
+    assert resp.status_code == 303, resp.text
+    poll_id = int(resp.headers["location"].rsplit("/", 1)[1])
+    form_page = await client.get(f"/polls/{poll_id}/edit")
+    assert 'value="2099-01-01T09:00"' in form_page.text  # prefilled from the poll
+    assert 'value="Tacos"' in form_page.text
+    fields = poll_form(world.discord.channel.id, question="Where do we eat now?", option_2="Curry",
+                       open_immediately="", open_time="2099-01-02T10:00", timezone="UTC")  # fmt: skip
+    saved = await client.post(
+        f"/polls/{poll_id}/edit", data={"csrf_token": csrf_of(form_page.text), **fields}
+    )
+    assert saved.status_code == 303, saved.text
+    with database.session_scope() as session:
+        row = session.get(Poll, poll_id)
+        assert row is not None
+        assert row.question == "Where do we eat now?"
+        assert row.options == ["Pizza", "Tacos", "Curry"]
+        assert row.open_time == datetime(2099, 1, 2, 10, 0)
+        row.message_id = "1234567890123456789"  # the engine posted it meanwhile
+    late = await client.post(f"/polls/{poll_id}/edit", data={"csrf_token": csrf_of(form_page.text), **fields})
+    assert late.status_code == 409
+    assert "can no longer be edited" in late.text

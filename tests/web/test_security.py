@@ -41,6 +41,8 @@ def _poll_urls(gid: int, poll_id: int) -> list[tuple[str, str]]:
         ("POST", f"/servers/{gid}/import"),
         ("GET", f"/polls/{poll_id}"),
         ("GET", f"/polls/{poll_id}/results"),
+        ("GET", f"/polls/{poll_id}/edit"),
+        ("POST", f"/polls/{poll_id}/edit"),
         ("POST", f"/polls/{poll_id}/close"),
         ("POST", f"/polls/{poll_id}/reopen"),
         ("GET", f"/polls/{poll_id}/delete"),
