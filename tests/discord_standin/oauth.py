@@ -70,11 +70,17 @@ class OAuthApi:
 
     def _guilds_of(self, user_id: int) -> list[dict[str, Any]]:
         return [
-            {"id": str(g.id), "name": g.name, "icon": None, "owner": g.owner_id == user_id,
-             "permissions": str(self.permissions(g, user_id)), "features": []}
+            {
+                "id": str(g.id),
+                "name": g.name,
+                "icon": None,
+                "owner": g.owner_id == user_id,
+                "permissions": str(self.permissions(g, user_id)),
+                "features": [],
+            }
             for g in self.world.guilds.values()
             if user_id in g.members
-        ]  # fmt: skip
+        ]
 
     # --- routes ---------------------------------------------------------------------------------
 
@@ -127,12 +133,29 @@ class OAuthApi:
             return json_response({"error": "invalid_grant", "error_description": "redirect_uri"}, status=400)
         token = secrets.token_urlsafe(24)
         self.tokens[token] = user_id
-        return json_response({"access_token": token, "token_type": "Bearer", "expires_in": 604800,
-                              "refresh_token": secrets.token_urlsafe(24), "scope": "identify guilds"})  # fmt: skip
+        return json_response(
+            {
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": 604800,
+                "refresh_token": secrets.token_urlsafe(24),
+                "scope": "identify guilds",
+            }
+        )
 
     async def _bot_guilds(self, request: web.Request) -> web.Response:
         """With the bot token (the REST middleware checked it): the guilds the bot is in."""
         return json_response(
-            [{"id": str(g.id), "name": g.name, "icon": None, "owner": False, "permissions": "0", "features": []}
-             for g in self.world.guilds.values() if self.world.bot.id in g.members]
-        )  # fmt: skip
+            [
+                {
+                    "id": str(g.id),
+                    "name": g.name,
+                    "icon": None,
+                    "owner": False,
+                    "permissions": "0",
+                    "features": [],
+                }
+                for g in self.world.guilds.values()
+                if self.world.bot.id in g.members
+            ]
+        )
