@@ -42,7 +42,7 @@ def instrument_web_app(app: Any) -> None:
     """Add HTTP server metrics to the dashboard ``app`` (before it serves its first request)."""
     os.environ.setdefault(OTEL_SEMCONV_STABILITY_OPT_IN, "http")
     # The instrumentation's own (underscored) switch is the only way to read the mode it will use.
-    _OpenTelemetrySemanticConventionStability._initialize()  # noqa: SLF001
+    _OpenTelemetrySemanticConventionStability._initialize()  # type: ignore[no-untyped-call]  # noqa: SLF001
     mode = _OpenTelemetrySemanticConventionStability._get_opentelemetry_stability_opt_in_mode(  # noqa: SLF001
         _OpenTelemetryStabilitySignalType.HTTP
     )
