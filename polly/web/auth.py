@@ -40,6 +40,7 @@ with warnings.catch_warnings():
 logger = logging.getLogger("polly.web")
 SCOPES = "identify guilds"
 MAX_SESSIONS = 10_000
+FORM_ALLOWANCE_BYTES = 1024 * 1024  # the form's other fields, beside one image
 
 
 class SignIn:
@@ -132,7 +133,19 @@ def csrf_token(request: Request) -> str:
 
 
 async def checked_form(request: Request) -> FormData:
-    """The POST's form after its CSRF token matched the session's; 403 otherwise."""
+    """The POST's form after its CSRF token matched the session's; 403 otherwise.
+
+    A body without ``Content-Length``, or longer than the upload limit plus 1 MiB of fields, is
+    refused (411/413) before anything is read: multipart files are spooled to disk as they arrive.
+    """
+    limit = request.app.state.web.settings.web.upload_max_bytes + FORM_ALLOWANCE_BYTES
+    length = request.headers.get("content-length", "")
+    if not length.isdigit():
+        raise HTTPException(411, "the request must say its length (Content-Length)")
+    if int(length) > limit:
+        raise HTTPException(
+            413, f"the request is larger than {limit:,} bytes; images may be {limit - FORM_ALLOWANCE_BYTES:,}"
+        )
     form = await request.form(max_files=1, max_fields=100)
     sent = request.headers.get("X-CSRF-Token") or form.get("csrf_token")
     expected = request.session.get("csrf")

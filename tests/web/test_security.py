@@ -197,3 +197,19 @@ async def test_no_secret_in_any_page_or_log(world: World, web: Web, caplog: pyte
     for secret in secrets:
         assert secret not in text
     assert "Traceback" not in text
+
+
+async def test_a_body_beyond_the_upload_limit_is_refused_before_it_is_read(world: World, web: Web) -> None:
+    app, client, _ = web
+    await sign_in(client, world.discord, world.manager)
+    gid = world.discord.guild.id
+    token = csrf_of((await client.get(f"/servers/{gid}/polls/new")).text)
+    limit = app.state.web.settings.web.upload_max_bytes
+    body = b"x" * (limit + 2 * 1024 * 1024)
+    resp = await client.post(
+        f"/servers/{gid}/polls/new",
+        content=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded", "X-CSRF-Token": token},
+    )
+    assert resp.status_code == 413
+    assert "larger than" in resp.text
