@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Generator
 from typing import Any
@@ -48,7 +49,9 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         sock = socket.create_server((host, port), reuse_port=False, backlog=128)
     except OSError as err:
-        msg = f"the dashboard cannot listen on {host}:{port} ({err.strerror or err}); "
+        msg = (
+            f"the dashboard cannot listen on {host}:{port} ({os.strerror(err.errno) if err.errno else err}); "
+        )
         msg += "set web.port, or web.enabled false"
         raise PollyError(msg) from None
     sock.set_inheritable(True)
