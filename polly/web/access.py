@@ -54,11 +54,19 @@ class Access:
             if can_manage(g.permissions) and g.id in bot
         }
 
+    async def all_guilds(self, member: Member) -> list[GuildInfo]:
+        """For a super admin, every guild the bot is in (name order); nobody else gets any."""
+        if not self.is_super_admin(member):
+            return []
+        return sorted((await self.api.bot_guilds()).values(), key=lambda g: g.name.lower())
+
     async def require(self, member: Member, guild_id: str) -> GuildInfo:
         """The guild, or :class:`ForbiddenError`; super admins pass for any guild the bot is in."""
         allowed = await self.guilds(member)
         if guild_id in allowed:
             return allowed[guild_id]
-        if self.is_super_admin(member) and guild_id in await self.api.bot_guild_ids():
-            return GuildInfo(guild_id, guild_id, None)
+        if self.is_super_admin(member):
+            every = await self.api.bot_guilds()
+            if guild_id in every:
+                return every[guild_id]
         raise ForbiddenError(guild_id)

@@ -193,12 +193,13 @@ async def servers(request: Request) -> Response:
     member = require_member(web.signin, request)
     try:
         guilds = await web.access.guilds(member)
+        others = [g for g in await web.access.all_guilds(member) if g.id not in guilds]
     except DiscordApiError as err:
         raise discord_failure(err) from None
     return web.render(
         request,
         "servers.html",
-        {"guilds": list(guilds.values()), "super_admin": web.access.is_super_admin(member)},
+        {"guilds": list(guilds.values()), "others": others, "super_admin": web.access.is_super_admin(member)},
     )
 
 

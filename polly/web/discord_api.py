@@ -78,7 +78,7 @@ class DiscordApi:
         self._clock = clock
         self._user_guilds: TTLCache[str, tuple[GuildInfo, ...]] = TTLCache(max_entries, ttl_seconds)
         self._details: TTLCache[str, GuildDetails] = TTLCache(max_entries, ttl_seconds)
-        self._bot_guilds: TTLCache[str, frozenset[str]] = TTLCache(1, ttl_seconds)
+        self._bot_guilds: TTLCache[str, dict[str, GuildInfo]] = TTLCache(1, ttl_seconds)
         # route -> monotonic time its rate-limit window ends ("*" for a global limit)
         self._blocked: TTLCache[str, float] = TTLCache(max_entries, MAX_WAIT_SECONDS * 6)
         self.calls = 0  # requests sent (tests and the benchmark read it)
@@ -135,14 +135,17 @@ class DiscordApi:
         self._user_guilds[key] = guilds
         return guilds
 
-    async def bot_guild_ids(self) -> frozenset[str]:
-        """The guilds the bot is in (``GET /users/@me/guilds`` with the bot token), cached."""
+    async def bot_guilds(self) -> dict[str, GuildInfo]:
+        """The guilds the bot is in (``GET /users/@me/guilds`` with the bot token), by id, cached."""
         if "bot" in self._bot_guilds:
             return self._bot_guilds["bot"]
         data = await self._get("/users/@me/guilds", "GET /users/@me/guilds (bot)", self._bot_auth())
-        ids = frozenset(str(g["id"]) for g in data)
-        self._bot_guilds["bot"] = ids
-        return ids
+        guilds = {str(g["id"]): GuildInfo(str(g["id"]), str(g.get("name", "")), g.get("icon")) for g in data}
+        self._bot_guilds["bot"] = guilds
+        return guilds
+
+    async def bot_guild_ids(self) -> frozenset[str]:
+        return frozenset(await self.bot_guilds())
 
     async def guild_details(self, guild_id: str) -> GuildDetails:
         """Channels, roles and custom emojis of a guild, cached per guild."""

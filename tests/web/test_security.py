@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from datetime import datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from polly.db.engine import Database
-from tests.web.support import PNG, SECRET_KEY, World, csrf_of, poll_form, sign_in
+from tests.web.support import PNG, SECRET_KEY, World, csrf_of, dashboard, poll_form, sign_in, web_settings
 
 Web = tuple[Starlette, httpx.AsyncClient, Database]
 
@@ -213,3 +214,21 @@ async def test_a_body_beyond_the_upload_limit_is_refused_before_it_is_read(world
     )
     assert resp.status_code == 413
     assert "larger than" in resp.text
+
+
+async def test_super_admins_see_every_server_the_bot_is_in(
+    world: World, sqlite_url: str, tmp_path: Path
+) -> None:
+    settings = web_settings(world.discord, sqlite_url, tmp_path, SUPER_ADMIN_IDS=f"1, {world.member.id}")
+    async with dashboard(settings) as (_, client, _db):
+        await sign_in(client, world.discord, world.member)  # no Manage Server anywhere
+        page = await client.get("/servers")
+        assert "super admin" in page.text
+        assert world.other.name in page.text
+        assert world.botless.name not in page.text  # the bot is not there
+        assert (await client.get(f"/servers/{world.other.id}/polls")).status_code == 200
+        assert (await client.get(f"/servers/{world.botless.id}/polls")).status_code == 403
+        client.cookies.clear()
+        await sign_in(client, world.discord, world.manager)  # not a super admin: control
+        assert world.other.name not in (await client.get("/servers")).text
+        assert (await client.get(f"/servers/{world.other.id}/polls")).status_code == 403
