@@ -19,8 +19,7 @@ async def _serve(settings: object) -> None:
     from polly.db.engine import Database
     from polly.engine.runner import prepare_database
     from polly.supervisor import Supervisor
-    from polly.web.app import missing_settings
-    from polly.web.serve import serve_web
+    from polly.web.serve import missing_settings, serve_web
 
     assert isinstance(settings, Settings)
     missing = missing_settings(settings)

@@ -45,12 +45,12 @@ from polly.web.auth import (
     require_member,
 )
 from polly.web.discord_api import DiscordApi, DiscordApiError
+from polly.web.serve import missing_settings
 from polly.web.store import save_member
 
 logger = logging.getLogger("polly.web")
 HERE = Path(__file__).parent
 HOOK_GROUP = "polly.web_app_hooks"
-UPSTREAM_PLACEHOLDER_KEY = "your-secret-key-change-this"
 
 
 @dataclass
@@ -79,23 +79,6 @@ class WebState:
             raise HTTPException(403, "you cannot manage polls in this server") from None
         except DiscordApiError as err:
             raise discord_failure(err) from None
-
-
-def missing_settings(settings: Settings) -> list[str]:
-    """The variables sign-in needs that are unset (or upstream's placeholder key)."""
-    web = settings.web
-    missing = [
-        name
-        for name, value in (
-            ("DISCORD_CLIENT_ID", web.client_id),
-            ("DISCORD_CLIENT_SECRET", web.client_secret),
-            ("SECRET_KEY", web.secret_key),
-        )
-        if value is None or not str(value if isinstance(value, str) else value.get_secret_value()).strip()
-    ]
-    if web.secret_key is not None and web.secret_key.get_secret_value() == UPSTREAM_PLACEHOLDER_KEY:
-        missing.append("SECRET_KEY (upstream's placeholder value is public)")
-    return missing
 
 
 def create_app(

@@ -17,31 +17,28 @@ import socket
 from collections.abc import Generator
 from typing import Any
 
-import uvicorn
-
 from polly.config import Settings
 from polly.db.engine import Database
 from polly.errors import PollyError
 from polly.supervisor import Readiness, Supervisor
-from polly.web.app import create_app, missing_settings
 
 logger = logging.getLogger("polly.web")
 
 
-class _Server(uvicorn.Server):
+def _server(config: Any, ready: Readiness) -> Any:
     """uvicorn without its signal handlers, reporting readiness once it listens."""
+    import uvicorn
 
-    def __init__(self, config: uvicorn.Config, ready: Readiness) -> None:
-        super().__init__(config)
-        self._ready = ready
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            yield
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            ready.ready()
 
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self._ready.ready()
+    return _Server(config)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -56,6 +53,26 @@ def bind(host: str, port: int) -> socket.socket:
         raise PollyError(msg) from None
     sock.set_inheritable(True)
     return sock
+
+
+UPSTREAM_PLACEHOLDER_KEY = "your-secret-key-change-this"
+
+
+def missing_settings(settings: Settings) -> list[str]:
+    """The variables sign-in needs that are unset (or upstream's placeholder key)."""
+    web = settings.web
+    missing = [
+        name
+        for name, value in (
+            ("DISCORD_CLIENT_ID", web.client_id),
+            ("DISCORD_CLIENT_SECRET", web.client_secret),
+            ("SECRET_KEY", web.secret_key),
+        )
+        if value is None or not str(value if isinstance(value, str) else value.get_secret_value()).strip()
+    ]
+    if web.secret_key is not None and web.secret_key.get_secret_value() == UPSTREAM_PLACEHOLDER_KEY:
+        missing.append("SECRET_KEY (upstream's placeholder value is public)")
+    return missing
 
 
 def serve_web(settings: Settings, database: Database, redis: Any, supervisor: Supervisor) -> bool:
@@ -73,6 +90,11 @@ def serve_web(settings: Settings, database: Database, redis: Any, supervisor: Su
         return False
     first = [bind(web.host, web.port)]
 
+    # The dashboard's libraries load only when it is served (polly run without it starts lighter).
+    import uvicorn
+
+    from polly.web.app import create_app
+
     async def run(ready: Readiness) -> None:
         sock = first.pop() if first else bind(web.host, web.port)
         app = create_app(settings, database, redis)
@@ -84,7 +106,7 @@ def serve_web(settings: Settings, database: Database, redis: Any, supervisor: Su
             server_header=False,
             timeout_graceful_shutdown=2,
         )
-        server = _Server(config, ready)
+        server = _server(config, ready)
         try:
             logger.info("dashboard on http://%s:%d", web.host, sock.getsockname()[1])
             await server.serve(sockets=[sock])
