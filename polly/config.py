@@ -199,6 +199,28 @@ class EngineSettings(_Section):
     )
 
 
+class WebSettings(_Section):
+    """The dashboard (``polly run`` serves it beside the engine when signing in is configured)."""
+
+    enabled: bool = True
+    host: str = "0.0.0.0"  # noqa: S104 - upstream's address: the dashboard is meant to be reached
+    port: int = Field(8000, ge=1, le=65535)
+    client_id: str | None = Field(None, description="Discord application id (DISCORD_CLIENT_ID)")
+    client_secret: SecretStr | None = None
+    redirect_uri: str = "http://localhost:8000/auth/callback"
+    secret_key: SecretStr | None = Field(None, description="signs session cookies (SECRET_KEY)")
+    super_admin_ids: str = Field("", pattern=r"^[0-9,\s]*$", description="comma-separated user ids")
+    oauth_authorize_url: str = "https://discord.com/oauth2/authorize"
+    session_max_age_seconds: int = Field(7 * 24 * 3600, ge=60)
+    upload_max_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    discord_cache_ttl_seconds: float = Field(60.0, gt=0)
+    discord_cache_max_entries: int = Field(1000, ge=1)
+
+    def super_admins(self) -> frozenset[str]:
+        """The ids in ``super_admin_ids`` (blank items ignored)."""
+        return frozenset(i.strip() for i in self.super_admin_ids.split(",") if i.strip())
+
+
 class Settings(_Section):
     """Everything polly reads. Build it with :func:`load_settings`."""
 
@@ -208,6 +230,7 @@ class Settings(_Section):
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     caches: CacheSettings = Field(default_factory=CacheSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
 
     def redacted(self) -> dict[str, Any]:
         """The effective settings as plain data with every secret redacted (for printing)."""
@@ -239,6 +262,11 @@ UPSTREAM_ENV: Mapping[str, tuple[str, ...]] = {
     "REDIS_DB": ("redis", "db"),
     "REDIS_PASSWORD": ("redis", "password"),
     "DISCORD_TOKEN": ("discord", "token"),
+    "DISCORD_CLIENT_ID": ("web", "client_id"),
+    "DISCORD_CLIENT_SECRET": ("web", "client_secret"),
+    "DISCORD_REDIRECT_URI": ("web", "redirect_uri"),
+    "SECRET_KEY": ("web", "secret_key"),
+    "SUPER_ADMIN_IDS": ("web", "super_admin_ids"),
 }
 
 _MON = ("general", "monitoring")
@@ -335,7 +363,7 @@ def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
 
 def _is_secret_path(path: tuple[str | int, ...]) -> bool:
     names = {str(p) for p in path}
-    return bool(names & {"url", "async_url", "password", "token", "headers"})
+    return bool(names & {"url", "async_url", "password", "token", "headers", "client_secret", "secret_key"})
 
 
 def _show(path: tuple[str | int, ...], value: Any) -> str:
@@ -548,6 +576,8 @@ _SECRET_FIELDS: Mapping[tuple[str, ...], type[SecretStr]] = {
     ("redis", "url"): SecretUrl,
     ("redis", "password"): SecretStr,
     ("discord", "token"): SecretStr,
+    ("web", "client_secret"): SecretStr,
+    ("web", "secret_key"): SecretStr,
 }
 
 

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("polly.cli.run_cmd", "run", "Run the poll engine."),
     "poll": ("polly.cli.poll_cmd", "poll", "Create, list, show, close, reopen, delete and export polls."),
     "soak": ("polly.cli.soak_cmd", "soak", "Run the sandbox engine under load and write a report."),
+    "web": ("polly.cli.web_cmd", "web", "Serve the web dashboard alone."),
 }
 
 

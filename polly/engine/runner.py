@@ -304,6 +304,9 @@ async def _serve(
                 logger.info("sandbox: seeded %d demo poll(s)", seeded)
         engine.start(sup)
         connector = current_redis()
+        from polly.web.serve import serve_web  # the dashboard's libraries load only when it is served
+
+        serve_web(engine.settings, database, connector, sup)
         if connector is not None:
             sup.start_loop("redis-probe", ready_at_once(connector.probe_loop))
         sup.start_loop("db-slow-checkouts", ready_at_once(database.watch_slow_checkouts))

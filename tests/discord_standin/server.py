@@ -18,6 +18,7 @@ from aiohttp import web
 from tests.discord_standin.gateway import GatewayServer
 from tests.discord_standin.limits import Fault
 from tests.discord_standin.model import Channel, Guild, Message, Role, User, World
+from tests.discord_standin.oauth import OAuthApi
 from tests.discord_standin.rest import API_PREFIX, RestApi
 
 DEFAULT_TOKEN = "standin.bot-token.for-tests"
@@ -37,6 +38,7 @@ class DiscordStandin:
         self.world = World()
         self.gateway = GatewayServer(self.world, token, heartbeat_ms=heartbeat_ms)
         self.rest = RestApi(self.world, token, self.gateway.dispatch, lambda: self.gateway.url)
+        self.oauth = OAuthApi(self.world)
         self.token = token
         self.port = port
         self._runner: web.AppRunner | None = None
@@ -55,6 +57,7 @@ class DiscordStandin:
     async def start(self) -> None:
         app = web.Application()
         self.rest.install(app)
+        self.oauth.install(app)
         self.gateway.install(app)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -74,6 +77,10 @@ class DiscordStandin:
     @property
     def api_base(self) -> str:
         return f"http://127.0.0.1:{self.port}{API_PREFIX}"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def gateway_url(self) -> str:

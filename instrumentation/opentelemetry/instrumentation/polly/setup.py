@@ -242,6 +242,9 @@ def start_telemetry(
     provider = MeterProvider(
         metric_readers=readers, resource=build_resource(monitoring), shutdown_on_exit=False
     )
+    from opentelemetry.instrumentation.polly._web import use_meter_provider
+
+    use_meter_provider(provider)  # the dashboard's HTTP metrics go to the same provider
     telemetry = session_for(
         provider,
         Options.from_monitoring(monitoring),
