@@ -61,8 +61,8 @@ async def test_a_member_runs_a_poll_from_the_browser(sqlite_url: str, tmp_path: 
         )  # fmt: skip
         polly = await PollyProcess.start(env)
         try:
-            await polly.wait_for_line(r"polly is running", timeout=60)
-            await polly.wait_for_line(r"dashboard on http://127\.0\.0\.1", timeout=5)
+            await polly.wait_for_line(r"polly is running", within=60)
+            await polly.wait_for_line(r"dashboard on http://127\.0\.0\.1", within=5)
             async with async_playwright() as pw:
                 browser = await pw.chromium.launch(
                     executable_path=executable, headless=True, args=["--no-sandbox"]
