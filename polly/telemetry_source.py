@@ -1,4 +1,4 @@
-"""polly's side of the instrumentation's seam: its pools, caches, breaker and supervised tasks.
+"""polly's side of the instrumentation's seam: its pools, caches, breaker, supervised tasks and gateway.
 
 ``opentelemetry-instrumentation-polly`` defines a ``StatsSource`` Protocol and finds implementations
 through the entry-point group ``opentelemetry_instrumentation_polly_sources``; polly's pyproject
@@ -29,6 +29,7 @@ from polly.stats import (
     BreakerState,
     CacheStats,
     DurationEvent,
+    GatewayStats,
     PoolStats,
     RedisStats,
     StatsRegistry,
@@ -129,6 +130,10 @@ class PollyStatsSource:
             if isinstance(snap, TaskStats):
                 return snap
         return None
+
+    def gateways(self) -> list[GatewayStats]:
+        """The gateway connections (Discord's, or the sandbox's) registered as kind ``gateway``."""
+        return [g for g in self.registry.collect("gateway") if isinstance(g, GatewayStats)]
 
     def owns(self, pool: object) -> bool:
         inner = getattr(pool, "pool", None)

@@ -18,6 +18,7 @@ import logging
 import random
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib.metadata import entry_points
@@ -43,6 +44,7 @@ from polly.errors import ConfigError, PollyError, SchemaError
 from polly.outages import OutageLog
 from polly.redis import current_redis
 from polly.redis_client import RedisClient
+from polly.stats import registry as stats_registry
 from polly.supervisor import Readiness, Supervisor, ready_at_once
 
 logger = logging.getLogger("polly")
@@ -233,6 +235,19 @@ def build_gateway(settings: Settings, options: RunOptions) -> Gateway:
     )
 
 
+def _nothing() -> None:
+    pass
+
+
+def _report_sandbox_health() -> Callable[[], None]:
+    """The sandbox's gateway in the stats registry (kind ``gateway``, name ``sandbox``): connected from
+    the start, with no network round trip, so ``polly run --sandbox`` reports the same gateway
+    metrics as a run against Discord. Returns the unregister function."""
+    health = GatewayHealth("sandbox", latency=lambda: 0.0)
+    health.connected(resumed=False)
+    return stats_registry.register("gateway", "sandbox", health.snapshot)
+
+
 async def run(settings: Settings, options: RunOptions, *, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set, a signal arrives, or ``options.duration_seconds`` pass.
 
@@ -249,6 +264,7 @@ async def run(settings: Settings, options: RunOptions, *, stop: asyncio.Event | 
             loop.add_signal_handler(sig, stopper.request)
             signals.append(sig)
     gateway = build_gateway(settings, options)
+    unregister_health = _report_sandbox_health() if isinstance(gateway, SandboxGateway) else _nothing
     if not options.sandbox:
         from polly.engine.discord_adapter import DiscordGateway
 
@@ -276,6 +292,7 @@ async def run(settings: Settings, options: RunOptions, *, stop: asyncio.Event | 
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+        unregister_health()
         set_current_engine(None)
         if engine is not None:
             engine.close()

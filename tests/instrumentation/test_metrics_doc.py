@@ -13,6 +13,7 @@ from polly.stats import (
     BreakerState,
     CacheStats,
     DurationKind,
+    GatewayStats,
     PoolStats,
     RedisStats,
     StatsRegistry,
@@ -54,6 +55,9 @@ def test_doc_and_emitted_metrics_agree(
     )
     stats_registry.register("cache", "c", lambda: CacheStats("c", 1, 2, 3, 4, 5, 6))
     stats_registry.register("tasks", "t", lambda: TaskStats((("x", 1),), 1, 0, 0, 0, 0))
+    stats_registry.register(
+        "gateway", "discord", lambda: GatewayStats("discord", "connected", 1.0e9, 0.04, 1, 0, 0, 0)
+    )
     kinds: tuple[DurationKind, ...] = ("wait_time", "use_time", "create_time")
     for kind in kinds:
         stats_registry.record_duration(kind, pool.name, pool.system, 0.01)

@@ -24,6 +24,7 @@ from opentelemetry.instrumentation.polly._caches import CacheSignals
 from opentelemetry.instrumentation.polly._census_runner import CensusRunner
 from opentelemetry.instrumentation.polly._config import Options
 from opentelemetry.instrumentation.polly._filter import FilteredMeter
+from opentelemetry.instrumentation.polly._gateway import GatewaySignals
 from opentelemetry.instrumentation.polly._gc import GcSignals
 from opentelemetry.instrumentation.polly._leaks import RssGrowth
 from opentelemetry.instrumentation.polly._pools import PoolSignals
@@ -62,6 +63,7 @@ class Telemetry:
         self.pools = PoolSignals(meter, sources)
         self.tasks = TaskSignals(meter, sources, options.task_sample_interval_seconds)
         self.caches = CacheSignals(meter, sources, self.pools.redis_name)
+        self.gateways = GatewaySignals(meter, sources)
         self.census.hooks.extend([self.process.sample_rss, self.gc.drain])
         self.loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -115,7 +117,7 @@ class Telemetry:
         if not self.stopped:
             return
         self.stopped = False
-        for signal in (self.process, self.census, self.tasks, self.caches):
+        for signal in (self.process, self.census, self.tasks, self.caches, self.gateways):
             signal.active = True
         self.gc.open()
         self.pools.open()
@@ -130,7 +132,7 @@ class Telemetry:
         if self.stopped:
             return
         self.stopped = True
-        for signal in (self.process, self.census, self.tasks, self.caches):
+        for signal in (self.process, self.census, self.tasks, self.caches, self.gateways):
             signal.active = False
         self.gc.close()
         self.pools.close()

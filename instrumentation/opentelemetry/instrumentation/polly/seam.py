@@ -27,6 +27,9 @@ BreakerStateName = Literal["closed", "half_open", "open"]
 #: Every state of a breaker, in the order the state set is reported.
 BREAKER_STATES: tuple[BreakerStateName, ...] = ("closed", "half_open", "open")
 DurationKindName = Literal["wait_time", "use_time", "create_time"]
+GatewayStateName = Literal["connecting", "connected", "resuming", "down"]
+#: Every state of a gateway connection, in the order the state set is reported.
+GATEWAY_STATES: tuple[GatewayStateName, ...] = ("connecting", "connected", "resuming", "down")
 
 
 class PoolReading(Protocol):
@@ -92,6 +95,40 @@ class TaskReading(Protocol):
     def failed(self) -> int: ...
     @property
     def restarted(self) -> int: ...
+
+
+class GatewayReading(Protocol):
+    """One realtime gateway connection (polly: Discord's), read from its own state.
+
+    ``state_since`` is when it entered ``state`` (Unix seconds); ``latency_seconds`` is the last
+    heartbeat round trip, ``None`` while unknown or not connected. The counters are cumulative since
+    start: ``identifies`` new sessions, ``resumes`` sessions resumed, ``reconnects`` times the
+    connection came back after being lost, ``outages`` times it went ``down``.
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def state(self) -> GatewayStateName: ...
+    @property
+    def state_since(self) -> float: ...
+    @property
+    def latency_seconds(self) -> float | None: ...
+    @property
+    def identifies(self) -> int: ...
+    @property
+    def resumes(self) -> int: ...
+    @property
+    def reconnects(self) -> int: ...
+    @property
+    def outages(self) -> int: ...
+
+
+class GatewaySource(Protocol):
+    """Optional addition to :class:`StatsSource`: a source with a ``gateways()`` method reports its
+    gateway connections too (a source without one reports none)."""
+
+    def gateways(self) -> Iterable[GatewayReading]: ...
 
 
 class DurationReading(Protocol):
