@@ -52,27 +52,41 @@ def create_polls(db: Database, definitions: Sequence[PollDefinition], *, creator
     """
     if not _CREATOR_ID.match(creator_id):
         raise PollValidationError([f"creator_id: {creator_id!r}: must be a Discord user id (digits) or 0"])
-    rows = [_row(d, creator_id) for d in definitions]
+    rows = [poll_row(d, creator_id) for d in definitions]
     with db.session_scope() as session:
         session.add_all(rows)
         session.flush()
         return [row.id for row in rows]
 
 
-def _row(d: PollDefinition, creator_id: str) -> Poll:
+def poll_row(
+    d: PollDefinition,
+    creator_id: str,
+    *,
+    image_path: str | None = None,
+    server_name: str | None = None,
+    channel_name: str | None = None,
+    ping_role_name: str | None = None,
+) -> Poll:
+    """The ``scheduled`` row of a validated poll; the names are the ones Discord gives (the dashboard
+    knows them, the command line does not)."""
     row = Poll(
         name=d.name,
         question=d.question,
         server_id=d.server_id,
+        server_name=server_name,
         channel_id=d.channel_id,
+        channel_name=channel_name,
         creator_id=creator_id,
         multiple_choice=d.multiple_choice,
         max_choices=d.max_choices,
         anonymous=d.anonymous,
         ping_role_enabled=d.ping_role_enabled,
         ping_role_id=d.ping_role_id,
+        ping_role_name=ping_role_name,
         ping_role_on_close=d.ping_role_on_close,
         ping_role_on_update=d.ping_role_on_update,
+        image_path=image_path,
         image_message_text=d.image_message_text,
         open_time=d.open_time,
         close_time=d.close_time,

@@ -16,6 +16,7 @@ from sqlalchemy import func, or_, select, update
 from polly.db.engine import Database
 from polly.db.models import STATUS_SCHEDULED, Poll, User, UserPreference
 from polly.polls.definition import PollDefinition
+from polly.polls.service import poll_row
 
 PAGE_SIZE = 25
 STATUSES = ("scheduled", "active", "closed")
@@ -102,32 +103,10 @@ def create_poll(
     ping_role_name: str | None,
 ) -> int:
     """Insert one validated poll as ``scheduled`` with its image and names in one transaction."""
-    row = Poll(
-        name=d.name,
-        question=d.question,
-        server_id=d.server_id,
-        server_name=server_name,
-        channel_id=d.channel_id,
-        channel_name=channel_name,
-        creator_id=creator_id,
-        multiple_choice=d.multiple_choice,
-        max_choices=d.max_choices,
-        anonymous=d.anonymous,
-        ping_role_enabled=d.ping_role_enabled,
-        ping_role_id=d.ping_role_id,
+    row = poll_row(
+        d, creator_id, image_path=image_path, server_name=server_name, channel_name=channel_name,
         ping_role_name=ping_role_name,
-        ping_role_on_close=d.ping_role_on_close,
-        ping_role_on_update=d.ping_role_on_update,
-        image_path=image_path,
-        image_message_text=d.image_message_text,
-        open_time=d.open_time,
-        close_time=d.close_time,
-        timezone=d.timezone,
-        open_immediately=d.open_immediately,
-        status=STATUS_SCHEDULED,
-    )
-    row.options = list(d.options)
-    row.emojis = list(d.emojis)
+    )  # fmt: skip
     with db.session_scope() as session:
         session.add(row)
         session.flush()
