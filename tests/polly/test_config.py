@@ -286,3 +286,29 @@ def test_every_key_is_documented() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text(encoding="utf-8")
     missing = [path for path in _leaf_paths(Settings) if f"`{path}`" not in doc]
     assert missing == []
+
+
+def test_settings_built_directly_are_the_defaults_whatever_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DB_POOL_SIZE", "9")
+    monkeypatch.setenv("POLLY_ENGINE__TICK_SECONDS", "2")
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "POLLY_DATABASE__MAX_OVERFLOW=1\n", name=".env")
+    assert Settings() == load_settings(environ={}, cwd=tmp_path / "nowhere")
+    assert load_settings(cwd=tmp_path).database.pool_size == 9  # load_settings reads them
+
+
+def test_otlp_headers_from_a_variable_replace_the_files_whole(tmp_path: Path) -> None:
+    path = write(tmp_path, "general:\n  monitoring:\n    otlp:\n      headers: {x-old: a}\n")
+    headers = load_settings(
+        path, environ={"OTEL_EXPORTER_OTLP_HEADERS": "x-new=b"}, cwd=tmp_path
+    ).general.monitoring.otlp.headers
+    assert sorted(headers) == ["x-new"]
+    assert sorted(load_settings(path, environ={}, cwd=tmp_path).general.monitoring.otlp.headers) == ["x-old"]
+
+
+def test_names_are_case_sensitive(tmp_path: Path) -> None:
+    assert "Database: unknown key" in problems(tmp_path, "Database: {}\n")
+    s = load_settings(environ={"polly_engine__tick_seconds": "2", "db_pool_size": "9"}, cwd=tmp_path / "x")
+    assert (s.engine.tick_seconds, s.database.pool_size) == (5.0, 5)
