@@ -11,6 +11,8 @@ clock instead of sleeping and no naive datetime is ever compared with an aware o
   stays bounded whatever the number of distinct failing keys.
 * :class:`LogThrottle`: per-category counters over a sliding window that escalate INFO to WARNING
   at upstream's thresholds and then log one summary line per window instead of one line per event.
+  It is also the window under :class:`polly.outages.OutageLog`, the one throttled logger the
+  supervisor, the status line and the Redis connector write through.
 
 These objects are used from the event-loop thread only; their ``stats()`` methods read plain
 counters and may be called from any thread (the metrics exporter's).

@@ -1,8 +1,9 @@
 """Logs an operator can read during an outage: one line when it starts, a summary while it lasts, one
 line when it ends, all throttled per cause by :class:`~polly.caches.LogThrottle` (the one mechanism).
 
-:class:`OutageLog` is for code that knows when an operation failed and when it worked again (the
-supervisor's loops, the status line):
+:class:`OutageLog` is the project's one throttled logger, for code that knows when an operation
+failed (and, where it can tell, when it worked again): the supervisor's loops, the status line,
+Redis commands answered with their fallback, odd values per Redis key pattern:
 
 * the first failure of a cause writes one WARNING line naming the error and the next retry, with the
   traceback only the first time the cause is ever seen (or at DEBUG, where every failure's traceback
@@ -10,6 +11,11 @@ supervisor's loops, the status line):
 * further failures are counted; at most one summary per ``window_seconds`` is written, with the
   number of failures, how long it has lasted and the next retry;
 * the first success afterwards writes "recovered after N s (K failures)".
+
+A caller whose error text may quote a secret passes the (masked) ``detail`` and ``traceback=False``.
+``window_seconds`` may be infinite: one line per cause, never a summary. When ``max_causes`` causes
+are failing, ``when_full="evict"`` drops the least recently failed one; ``when_full="count"`` keeps
+them and only counts new causes (:attr:`OutageLog.overflowed`), saying so in one line.
 
 :class:`ThrottleFilter` is for log lines written elsewhere (one per failed event, one per corrupt row
 per tick): as a filter on those loggers it lets one line per category through per window, appends how
@@ -25,6 +31,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 from cachetools import LRUCache
 
@@ -58,9 +65,15 @@ class OutageLog:
         *,
         window_seconds: float = DEFAULT_WINDOW_SECONDS,
         max_causes: int = DEFAULT_MAX_CAUSES,
+        when_full: Literal["evict", "count"] = "evict",
         timer: Timer = time.monotonic,
     ) -> None:
         self.logger = logger
+        self.window_seconds = window_seconds
+        self.max_causes = max_causes
+        self.when_full = when_full
+        #: New causes only counted, not logged, because ``max_causes`` were failing (``when_full="count"``).
+        self.overflowed = 0
         self._timer = timer
         self._throttle = LogThrottle(
             logger, window_seconds=window_seconds, max_categories=max_causes, timer=timer
@@ -68,29 +81,51 @@ class OutageLog:
         self._outages: LRUCache[str, _Outage] = LRUCache(maxsize=max_causes)
         self._traced: LRUCache[str, bool] = LRUCache(maxsize=_MAX_SEEN)
 
-    def failed(self, cause: str, err: BaseException, *, retry_in_seconds: float | None = None) -> None:
-        """Record one failure of ``cause`` (a short name without secrets, e.g. ``loop scheduler``)."""
+    def failed(
+        self,
+        cause: str,
+        err: BaseException | None = None,
+        *,
+        detail: str | None = None,
+        retry_in_seconds: float | None = None,
+        traceback: bool = True,
+    ) -> bool:
+        """Record one failure of ``cause`` (a short name without secrets, e.g. ``loop scheduler``).
+
+        The line says ``detail`` if given, else :func:`describe` of ``err``; ``traceback=False`` never
+        attaches ``err``'s traceback. Returns whether a line (start or summary) was written.
+        """
         now = self._timer()
         retry = f"; next retry in {retry_in_seconds:.1f} s" if retry_in_seconds is not None else ""
+        text = detail if detail is not None else describe(err) if err is not None else "failed"
+        trace = err if traceback else None
         if self.logger.isEnabledFor(logging.DEBUG):
-            self.logger.debug("%s failed: %s", cause, describe(err), exc_info=err)
+            self.logger.debug("%s failed: %s", cause, text, exc_info=trace)
         outage = self._outages.get(cause)
         if outage is None:
+            if self.when_full == "count" and len(self._outages) >= self.max_causes:
+                self.overflowed += 1
+                if self.overflowed == 1:
+                    self.logger.warning(
+                        "more than %d distinct causes failing: further new ones are counted, not logged",
+                        self.max_causes,
+                    )
+                return False
             self._outages[cause] = _Outage(since=now, failures=1)
             first_ever = cause not in self._traced
             self._traced[cause] = True
             self._throttle.forget(cause, summarise=False)
             self._throttle.admit(cause)  # the start line opens the first window
-            self.logger.warning(
-                "%s failed: %s%s", cause, describe(err), retry, exc_info=err if first_ever else None
-            )
-            return
+            self.logger.warning("%s failed: %s%s", cause, text, retry, exc_info=trace if first_ever else None)
+            return True
         outage.failures += 1
-        if self._throttle.admit(cause) is not None:
-            self.logger.warning(
-                "%s still failing: %d failures in %.0f s, last %s%s",
-                cause, outage.failures, now - outage.since, describe(err), retry,
-            )  # fmt: skip
+        if self._throttle.admit(cause) is None:
+            return False
+        self.logger.warning(
+            "%s still failing: %d failures in %.0f s, last %s%s",
+            cause, outage.failures, now - outage.since, text, retry,
+        )  # fmt: skip
+        return True
 
     def succeeded(self, cause: str, *, at: float | None = None) -> bool:
         """Record that ``cause`` works (since ``at``, timer seconds; default now); returns True, and

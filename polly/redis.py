@@ -41,11 +41,10 @@ from redis.exceptions import ConnectionError as LibConnectionError
 from redis.exceptions import RedisError as LibRedisError
 from redis.exceptions import TimeoutError as LibTimeoutError
 
-from polly.caches import LogThrottle
 from polly.config import RedisSettings
 from polly.config_urls import mask, redact_url
 from polly.errors import RedisError, RedisMisconfiguredError, RedisPoolExhaustedError, RedisUnavailableError
-from polly.outages import describe
+from polly.outages import OutageLog, describe
 from polly.redis_breaker import CircuitBreaker
 from polly.stats import BreakerState, PoolStats, RedisStats, registry
 
@@ -155,9 +154,11 @@ class RedisConnector:
         self._fallback: TLRUCache[str, _Remembered] = TLRUCache(
             maxsize=settings.fallback_cache_max_entries, ttu=self._expires_at, timer=clock
         )
-        # the project's one throttle: one line per (command, error type) per window, with the count
-        self._error_log = LogThrottle(
-            logger, window_seconds=ERROR_LOG_WINDOW_SECONDS, max_categories=MAX_ERROR_LOG_KINDS, timer=clock
+        # the project's one throttled logger: per (command, error type) a line when it starts failing,
+        # then at most one summary per window with the count. No end line: such errors (a WRONGTYPE
+        # key) come and go between successes; the breaker writes when Redis itself goes and comes back.
+        self._error_log = OutageLog(
+            logger, window_seconds=ERROR_LOG_WINDOW_SECONDS, max_causes=MAX_ERROR_LOG_KINDS, timer=clock
         )
         # redis-py's own pool name (host:port), so polly's series and redis-py's native ones agree.
         attrs = self.pool.get_connection_count()[0][1]
@@ -244,14 +245,13 @@ class RedisConnector:
         return fallback
 
     def _log_error(self, command: str, err: Exception) -> None:
-        suppressed = self._error_log.admit(f"{command}:{type(err).__name__}")
-        if suppressed is None:
-            return
-        more = f"; {suppressed} more since the last line" if suppressed else ""
-        logger.warning(
-            "Redis %s failed: %s (answered with the fallback; logged at most once per %g s%s)",
-            command, mask(describe(err), [self._password()]), ERROR_LOG_WINDOW_SECONDS, more,
-        )  # fmt: skip
+        detail = mask(describe(err), [self._password()])  # an error text may quote the password
+        self._error_log.failed(
+            f"Redis {command} ({type(err).__name__})",
+            err,
+            detail=f"{detail} (answered with the fallback)",
+            traceback=False,
+        )
 
     # --- fallback cache ------------------------------------------------------------------------------
 

@@ -15,10 +15,12 @@ their fallback without touching the network.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections.abc import Callable
 
+from polly.outages import OutageLog
 from polly.stats import BreakerState
 
 logger = logging.getLogger(__name__)
@@ -127,31 +129,28 @@ def key_pattern(key: str) -> str:
 class KeyPatternLog:
     """Logs a warning once per key pattern, remembering at most ``max_patterns`` patterns.
 
-    Once full, new patterns are counted in ``suppressed`` and one final warning says so.
+    The key's pattern (:func:`key_pattern`) is the cause of an :class:`~polly.outages.OutageLog` with
+    an infinite window (so one line per pattern, never a summary) that counts rather than evicts when
+    full: once ``max_patterns`` patterns are known, new ones are counted in :attr:`suppressed` and one
+    final warning says so.
     """
 
-    def __init__(self, max_patterns: int = MAX_KEY_PATTERNS) -> None:
+    def __init__(
+        self, max_patterns: int = MAX_KEY_PATTERNS, timer: Callable[[], float] = time.monotonic
+    ) -> None:
         self.max_patterns = max_patterns
-        self._seen: set[str] = set()
-        self.suppressed = 0
+        self._log = OutageLog(
+            logger, window_seconds=math.inf, max_causes=max_patterns, when_full="count", timer=timer
+        )
+
+    @property
+    def suppressed(self) -> int:
+        """New patterns not logged because ``max_patterns`` were already known."""
+        return self._log.overflowed
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return len(self._log.causes())
 
     def report(self, key: str, problem: str) -> bool:
         """Log ``problem`` with ``key``'s pattern if the pattern is new; True when logged."""
-        pattern = key_pattern(key)
-        if pattern in self._seen:
-            return False
-        if len(self._seen) >= self.max_patterns:
-            self.suppressed += 1
-            if self.suppressed == 1:
-                logger.warning(
-                    "more than %d distinct Redis key patterns with unexpected values: further ones are "
-                    "not logged",
-                    self.max_patterns,
-                )
-            return False
-        self._seen.add(pattern)
-        logger.warning("Redis key pattern %s: %s (logged once per pattern)", pattern, problem)
-        return True
+        return self._log.failed(f"Redis key pattern {key_pattern(key)}", detail=problem, traceback=False)

@@ -286,3 +286,20 @@ def test_throttle_reset_restarts_the_window(caplog: pytest.LogCaptureFixture) ->
 def test_throttle_rejects_unbounded_settings(window: float, categories: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         LogThrottle(logging.getLogger(LOGGER), window_seconds=window, max_categories=categories)
+
+
+def test_throttle_window_is_exactly_window_seconds(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, LOGGER)
+    clock = FakeClock(0.0)
+    throttle = _throttle(clock)  # a 60 s window; message_not_found escalates after 3
+    for t in (0.0, 1.0, 2.0):
+        clock.now = t
+        assert throttle.log("message_not_found", "missing") == logging.INFO
+    clock.now = 59.9  # all three still inside the window: the fourth escalates
+    assert throttle.log("message_not_found", "missing") == logging.WARNING
+    throttle.set_count("message_not_found", 0)
+    for t in (100.0, 101.0, 102.0):
+        clock.now = t
+        throttle.log("message_not_found", "missing")
+    clock.now = 160.0  # the event at 100 s is exactly one window old: it no longer counts
+    assert throttle.log("message_not_found", "missing") == logging.INFO

@@ -79,6 +79,65 @@ def test_outage_causes_are_bounded() -> None:
     assert log.causes() == ["cause 7", "cause 8", "cause 9"]
 
 
+@pytest.mark.parametrize("window", [30.0, 60.0, 90.0])
+def test_outage_summary_comes_exactly_once_per_window(
+    window: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock(0.0)
+    log = OutageLog(logging.getLogger("t.window"), window_seconds=window, timer=clock)
+    caplog.set_level(logging.INFO, "t.window")
+    assert log.failed("cache", error(0)) is True  # the start line opens the window
+    clock.tick(window - 0.5)
+    assert log.failed("cache", error(1)) is False  # still inside it: counted only
+    clock.tick(0.5)
+    assert log.failed("cache", error(2)) is True  # the window has passed: the summary
+    assert log.failed("cache", error(3)) is False  # and the next one opened
+    clock.tick(window)
+    assert log.failed("cache", error(4)) is True
+    summaries = [r.getMessage() for r in lines(caplog, "t.window") if "still failing" in r.getMessage()]
+    assert summaries[0].startswith(f"cache still failing: 3 failures in {window:.0f} s")
+    assert summaries[1].startswith(f"cache still failing: 5 failures in {2 * window:.0f} s")
+
+
+def test_the_default_window_is_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock(0.0)
+    log = OutageLog(logging.getLogger("t.default"), timer=clock)  # as the supervisor builds it
+    log.failed("loop", error(0))
+    clock.tick(59.5)
+    assert log.failed("loop", error(1)) is False
+    clock.tick(0.5)
+    assert log.failed("loop", error(2)) is True
+
+
+def test_outage_detail_replaces_the_error_text_and_traceback_can_be_withheld(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = OutageLog(logging.getLogger("t.detail"), timer=FakeClock(0.0))
+    caplog.set_level(logging.DEBUG, "t.detail")
+    log.failed(
+        "redis GET", ValueError("password=hunter2"), detail="ValueError: password=***", traceback=False
+    )
+    assert [r.getMessage() for r in caplog.records] == [
+        "redis GET failed: ValueError: password=***",  # DEBUG
+        "redis GET failed: ValueError: password=***",
+    ]
+    assert all(r.exc_info is None for r in caplog.records)
+
+
+def test_a_full_counting_log_keeps_its_causes_and_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
+    log = OutageLog(logging.getLogger("t.full"), max_causes=2, when_full="count", timer=FakeClock(0.0))
+    caplog.set_level(logging.INFO, "t.full")
+    written = [log.failed(f"cause {n}", detail="odd") for n in range(5)]
+    assert written == [True, True, False, False, False]
+    assert log.causes() == ["cause 0", "cause 1"]
+    assert log.overflowed == 3
+    assert [r.getMessage() for r in lines(caplog, "t.full")][-1] == (
+        "more than 2 distinct causes failing: further new ones are counted, not logged"
+    )
+    assert log.succeeded("cause 0") is True  # room again: a new cause is logged
+    assert log.failed("cause 9", detail="odd") is True
+
+
 def test_throttle_filter_one_line_per_window_with_the_count(caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock(0.0)
     logger = logging.getLogger("t.filter")

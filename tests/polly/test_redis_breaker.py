@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import pytest
+from redis.exceptions import ResponseError
 
 from polly.config import RedisSettings, SecretUrl
-from polly.redis import MAX_FALLBACK_VALUE_CHARS, RedisConnector
+from polly.redis import ERROR_LOG_WINDOW_SECONDS, MAX_FALLBACK_VALUE_CHARS, RedisConnector
 from polly.redis_breaker import CircuitBreaker, KeyPatternLog, key_pattern
 from polly.stats import BreakerState
 
@@ -95,6 +99,64 @@ def test_key_pattern_log_is_bounded() -> None:
     assert not log.report("e:1", "odd")
     assert len(log) == 3
     assert log.suppressed == 2
+
+
+def test_key_pattern_log_writes_once_per_pattern_and_once_when_full(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "polly.redis_breaker")
+    clock = Clock()
+    log = KeyPatternLog(max_patterns=2, timer=clock)
+    for n in range(1000):  # a pattern seen for ever is still one line: the window is infinite
+        log.report(f"cache:user_prefs:{n}", "a value is not JSON")
+        clock.now += 3600
+    for key in ("x:1", "y:1", "z:1", "x:2"):
+        log.report(key, "odd")
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert messages == [
+        "Redis key pattern cache:user_prefs:* failed: a value is not JSON",
+        "Redis key pattern x:* failed: odd",
+        "more than 2 distinct causes failing: further new ones are counted, not logged",
+    ]
+    assert log.suppressed == 2  # y:* and z:*
+
+
+class _Failing:
+    """A Redis client stand-in whose every command answers with an error reply quoting a password."""
+
+    async def get(self, _key: str) -> Any:
+        raise ResponseError("WRONGTYPE hunter2 Operation against a key holding the wrong kind of value")
+
+
+async def test_error_replies_are_logged_once_per_window_with_the_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "polly.redis")
+    clock = Clock()
+    connector = _connector(clock, url=SecretUrl("redis://:hunter2@127.0.0.1:1/0"))
+    failing = _Failing()
+    try:
+
+        async def get(n: int) -> Any:
+            return await connector.run(lambda _client: failing.get(f"k{n}"), "fallback", "GET")
+
+        def warnings() -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.name == "polly.redis" and r.levelno >= 30]
+
+        assert await get(0) == "fallback"
+        for n in range(1, 60):  # one error a second, until just before the window ends
+            clock.now += 1
+            await get(n)
+        assert clock.now - 1000.0 == ERROR_LOG_WINDOW_SECONDS - 1
+        assert len(warnings()) == 1  # the start line only
+        clock.now += 1  # the window has passed: one summary with the count
+        await get(60)
+        start, summary = warnings()
+        assert start.startswith("Redis GET (ResponseError) failed: ResponseError: WRONGTYPE *** Operation")
+        assert start.endswith("(answered with the fallback)")
+        assert summary.startswith("Redis GET (ResponseError) still failing: 61 failures in 60 s, last ")
+        assert all("hunter2" not in r.getMessage() and r.exc_info is None for r in caplog.records)
+        assert connector.breaker.state is BreakerState.CLOSED  # an error reply is Redis answering
+    finally:
+        await connector.aclose()
 
 
 def _connector(clock: Clock, **overrides: object) -> RedisConnector:
