@@ -312,3 +312,13 @@ def test_names_are_case_sensitive(tmp_path: Path) -> None:
     assert "Database: unknown key" in problems(tmp_path, "Database: {}\n")
     s = load_settings(environ={"polly_engine__tick_seconds": "2", "db_pool_size": "9"}, cwd=tmp_path / "x")
     assert (s.engine.tick_seconds, s.database.pool_size) == (5.0, 5)
+
+
+def test_a_polly_name_beats_upstreams_and_the_environment_beats_dotenv(tmp_path: Path) -> None:
+    env = {"DB_POOL_SIZE": "3", "POLLY_DATABASE__POOL_SIZE": "4"}
+    assert load_settings(environ=env, cwd=tmp_path).database.pool_size == 4
+    write(tmp_path, "POLLY_DATABASE__POOL_SIZE=6\nDB_MAX_OVERFLOW=2\n", name=".env")
+    s = load_settings(environ={"DB_POOL_SIZE": "7"}, cwd=tmp_path)
+    assert (s.database.pool_size, s.database.max_overflow) == (7, 2)
+    text = problems(tmp_path, env={"DB_POOL_SIZE": "0"})
+    assert "database.pool_size (from DB_POOL_SIZE): 0 is out of range" in text
