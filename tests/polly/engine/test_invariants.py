@@ -16,6 +16,7 @@ import pytest
 
 from polly.engine.embed_updater import EmbedUpdater
 from polly.engine.gateway import Gateway, ReactionUser
+from polly.engine.reactions import ReactionRemover
 from polly.engine.store import PollStore
 from polly.engine.votes import DmLimiter
 from tests.polly.engine.harness import USER, Harness, harness
@@ -136,3 +137,74 @@ async def test_a_repair_never_restores_a_vote_its_user_removed(
         else:  # the same repair without the removal records the vote: the guard is what stops it
             assert await h.votes(poll_id) == {USER: {0}}
             assert report.votes_added == 1
+
+
+async def test_a_replayed_add_changes_nothing_even_at_the_cap(sqlite_url: str) -> None:
+    async with harness(sqlite_url) as h:
+        engine = h.engine()
+        poll_id = await h.add_poll(multiple_choice=True, max_choices=1)
+        await engine.scheduler.tick()
+        message = await h.message_of(poll_id)
+        h.sandbox.user_add_reaction(message, USER, "🇦")
+        event = await h.sandbox.next_reaction_event()
+        while event.user_id != USER:
+            event = await h.sandbox.next_reaction_event()
+        first = await engine.votes.handle(event)
+        assert first is not None
+        assert first.action == "added"
+        for _ in range(3):
+            again = await engine.votes.handle(event)
+            assert again is not None
+            assert (again.action, again.changed) == ("already_recorded", False)
+        assert await h.votes(poll_id) == {USER: {0}}
+        assert h.sandbox.has_reaction(message, USER, "🇦")  # a recorded vote's reaction is never taken away
+
+
+@pytest.mark.parametrize(("second_look_after", "applied"), [(5, False), (9.9, False), (10, True)])
+async def test_a_change_of_mind_needs_two_reads_ten_seconds_apart(
+    sqlite_url: str, second_look_after: float, applied: bool
+) -> None:
+    async with harness(sqlite_url) as h:
+        engine = h.engine()
+        poll_id = await h.add_poll()
+        await engine.scheduler.tick()
+        message = await h.message_of(poll_id)
+        h.sandbox.user_add_reaction(message, USER, "🇦")
+        await h.drain(engine)
+        h.sandbox.user_add_reaction(message, USER, "🇧")  # while polly is down
+        await _lose_events(h)
+        engine.reconciler.mark_all()
+        await engine.reconciler.repair_marked()
+        assert await h.votes(poll_id) == {USER: {0}}  # first look: noted, not applied
+        h.clock.advance(seconds=second_look_after)
+        await engine.reconciler.repair_marked()
+        assert await h.votes(poll_id) == ({USER: {1}} if applied else {USER: {0}})
+
+
+async def test_a_repairs_add_never_replaces_a_recorded_single_choice_vote(sqlite_url: str) -> None:
+    async with harness(sqlite_url) as h:
+        engine = h.engine()
+        poll_id = await h.add_poll()
+        await engine.scheduler.tick()
+        message = await h.message_of(poll_id)
+        h.sandbox.user_add_reaction(message, USER, "🇦")
+        await h.drain(engine)
+        outcome = await engine.store.apply_reaction(
+            message, USER, "🇧", kind="add", now=h.clock(), reconcile=True
+        )
+        assert (outcome.action, outcome.changed) == ("already_recorded", False)
+        assert await h.votes(poll_id) == {USER: {0}}
+        live = await engine.store.apply_reaction(message, USER, "🇧", kind="add", now=h.clock())
+        assert live.action == "updated"  # the same add from a live event is a change of mind
+        assert await h.votes(poll_id) == {USER: {1}}
+
+
+def test_the_reaction_remover_holds_at_most_max_pending_removals() -> None:
+    remover = ReactionRemover(cast("Gateway", object()), max_pending=100, monotonic=ManualClock())
+    for user in range(1, 1001):
+        remover.enqueue((1, 2, "🇦", user))
+        assert remover.pending <= 100
+    assert remover.pending == 100
+    assert remover.given_up == 900  # the oldest go first, each counted (its poll is marked for repair)
+    remover.enqueue((1, 2, "🇦", 1000))  # already pending: neither grows nor evicts
+    assert (remover.pending, remover.given_up) == (100, 900)
