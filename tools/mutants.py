@@ -301,7 +301,7 @@ def _copy(dest: Path) -> Path:
     return tree
 
 
-def _locate(tree: Path, mutant: Mutant) -> str | None:
+def locate(tree: Path, mutant: Mutant) -> str | None:
     """Why ``mutant`` cannot be applied, or ``None``."""
     path = tree / mutant.file
     if not path.is_file():
@@ -318,7 +318,7 @@ def run(selected: list[Mutant]) -> int:
         tree = _copy(Path(tmp))
         runnable = []
         for mutant in selected:
-            problem = _locate(tree, mutant)
+            problem = locate(tree, mutant)
             if problem is None:
                 runnable.append(mutant)
             else:
@@ -352,13 +352,14 @@ def run(selected: list[Mutant]) -> int:
                 status, detail = "ERROR", f"pytest exit {code}: {tail} ({took})"
             results.append((mutant, status, detail))
             print(f"{status:>9}  {mutant.name}: {detail}", flush=True)
-    return _report(results)
+    return report(results)
 
 
-def _report(results: list[tuple[Mutant, str, str]]) -> int:
+def report(results: list[tuple[Mutant, str, str]]) -> int:
     print()
     width = max(len(m.name) for m, _, _ in results)
-    for mutant, status, detail in sorted(results, key=lambda r: MUTANTS.index(r[0])):
+    order = {m.name: i for i, m in enumerate(MUTANTS)}
+    for mutant, status, detail in sorted(results, key=lambda r: order.get(r[0].name, len(order))):
         print(f"{status:>11}  {mutant.name:<{width}}  {mutant.invariant}")
         if status != "killed":
             print(f"{'':>11}  {'':<{width}}  {detail}")
