@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -23,6 +24,14 @@ pytestmark = pytest.mark.redis
 
 def settings_for(url: str, **overrides: Any) -> RedisSettings:
     return RedisSettings(url=SecretUrl(url), **overrides)
+
+
+def address(url: str) -> str:
+    """``host:port`` of a Redis URL (the configured test server's, not an assumed default)."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None, url
+    assert parts.port is not None, url
+    return f"{parts.hostname}:{parts.port}"
 
 
 @pytest.fixture(autouse=True)
@@ -243,7 +252,7 @@ async def test_stats_registered_while_open(client: RedisClient, redis_url: str) 
     assert len(collected) == 1
     stats = collected[0]
     assert stats == polly_redis.redis_stats()
-    assert stats.pool.name == "127.0.0.1:6379"
+    assert stats.pool.name == address(redis_url)
     assert stats.pool.system == "redis"
     assert stats.pool.max_connections == 20
     assert stats.pool.used == 0
@@ -275,11 +284,11 @@ async def test_client_settings_default_to_upstream_env(
     assert await client.set("via_env", 1)
 
 
-async def test_wrong_db_number_is_a_clear_startup_error() -> None:
+async def test_wrong_db_number_is_a_clear_startup_error(redis_url: str) -> None:
     with pytest.raises(RedisMisconfiguredError, match=r"db number") as info:
-        await get_redis_client(settings_for("redis://:hunter2@127.0.0.1:6379/99"))
+        await get_redis_client(settings_for(f"redis://:hunter2@{address(redis_url)}/99"))
     assert "hunter2" not in str(info.value)
-    assert "redis://:***@127.0.0.1:6379/99" in str(info.value)
+    assert f"redis://:***@{address(redis_url)}/99" in str(info.value)
     assert polly_redis.current_redis() is None
 
 

@@ -12,6 +12,7 @@ import pytest
 from polly.db.models import POLL_EMOJIS
 from polly.errors import PollValidationError
 from polly.polls.definition import (
+    FIELDS,
     PollDefinition,
     format_local,
     is_valid_emoji,
@@ -218,3 +219,32 @@ def test_missing_file_and_empty_directory(tmp_path: Path) -> None:
 def test_format_local_shows_the_polls_zone() -> None:
     assert format_local(datetime(2026, 3, 2, 14, 0), "US/Eastern") == "2026-03-02T09:00"
     assert format_local(datetime(2026, 3, 2, 14, 0), "Nowhere/Else") == "2026-03-02T14:00"
+
+
+def test_the_allowed_fields_are_the_models() -> None:
+    assert sorted(FIELDS) == sorted(PollDefinition.model_fields)
+
+
+def test_every_problem_of_one_field_is_listed_at_once() -> None:
+    found = problems_of(base(options=["a", "b", "c"], emojis=["x", "x"]))
+    assert [p.split(": ")[2] for p in found] == ["emojis", "emojis[0]", "emojis[1]", "emojis"]
+    assert "3 options, 2 emojis" in found[0]
+    assert "must be distinct" in found[3]
+
+
+def test_a_close_time_is_checked_against_an_open_time_in_the_past() -> None:
+    found = problems_of(base(open_time="2026-02-01T09:00", close_time="2026-02-01T09:00"))
+    assert any("open_time" in p and "must be in the future" in p for p in found)
+    assert any("close_time" in p and "at least 1 minute after open_time" in p for p in found)
+
+
+def test_problems_name_the_field_the_value_and_the_rule_in_field_order() -> None:
+    found = problems_of(base(name="ab", anonymous="no", options=["a", 5], colour=1, timezone="Nowhere"))
+    zone_rule = "is not a known IANA time zone name (e.g. US/Eastern, Europe/Berlin, UTC)"
+    assert found == [
+        "f.json: poll 1 ('ab'): colour: unknown field; allowed: " + ", ".join(FIELDS),
+        "f.json: poll 1 ('ab'): name: \"ab\": must be 3-255 characters, got 2",
+        "f.json: poll 1 ('ab'): options[1]: 5: must be a string of 1-500 characters",
+        "f.json: poll 1 ('ab'): anonymous: \"no\": must be true or false, got str",
+        f"f.json: poll 1 ('ab'): timezone: \"Nowhere\": {zone_rule}",
+    ]
