@@ -59,7 +59,8 @@ def add_poll(db: Database, **values: object) -> int:
         "message_id": "333333333333333333",
     }
     with db.session_scope() as session:
-        poll_id = session.execute(insert(Poll).values(**(row | values))).inserted_primary_key[0]  # type: ignore[index]
+        poll_id = session.scalar(insert(Poll).values(**(row | values)).returning(Poll.id))
+    assert poll_id is not None
     return int(poll_id)
 
 
