@@ -14,7 +14,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from polly.db.models import Poll, Vote
-from polly.engine.views import poll_view
+from polly.db.poll_rows import poll_view
 from polly.engine.vote_batch import VoteOutcome
 
 

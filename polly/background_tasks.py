@@ -24,7 +24,6 @@ from collections.abc import Hashable, Iterator, Mapping, MutableMapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -40,7 +39,8 @@ from polly.caches import (
     Timer,
 )
 from polly.config import CacheSettings
-from polly.db.models import STATUS_ACTIVE, STATUS_CLOSED, STATUS_SCHEDULED, Poll
+from polly.db import transitions
+from polly.db.models import STATUS_ACTIVE, STATUS_SCHEDULED, Poll
 from polly.engine.scheduler import PollScheduler
 from polly.engine.service import current_engine
 from polly.errors import PollyError
@@ -272,13 +272,11 @@ def _close_row(poll_id: int) -> bool | None:
     """``True`` closed now, ``False`` already closed, ``None`` no such poll (one short transaction)."""
     session = get_db_session()
     try:
-        result = session.execute(
-            update(Poll)
-            .where(Poll.id == poll_id, Poll.status.in_((STATUS_SCHEDULED, STATUS_ACTIVE)))
-            .values(status=STATUS_CLOSED)
+        closed = transitions.applied_sync(
+            session, transitions.close(poll_id, (STATUS_SCHEDULED, STATUS_ACTIVE))
         )
         session.commit()
-        if result.rowcount == 1:  # type: ignore[attr-defined]
+        if closed:
             return True
         return False if session.get(Poll, poll_id) is not None else None
     except BaseException:

@@ -20,6 +20,7 @@ Every error polly raises on purpose derives from :class:`PollyError`::
     │   └── ServerError              5xx or a transport failure: transient
     ├── PollValidationError          a poll definition breaks a rule (lists every problem)
     ├── PollNotFoundError            no poll has the id asked for
+    ├── CorruptPollError             a poll row that cannot be decoded (names the poll and the column)
     ├── PollStateError               the poll's state forbids the change (e.g. reopening an open poll)
     ├── ShutdownTimeoutError         tasks that did not stop by the shutdown deadline
     └── SupervisorError              the task supervisor refused a task (closed)
@@ -126,6 +127,24 @@ class PollNotFoundError(PollyError):
     def __init__(self, poll_id: int) -> None:
         self.poll_id = poll_id
         super().__init__(f"no poll {poll_id}")
+
+
+class CorruptPollError(PollyError):
+    """A poll row that cannot be used; ``poll_id``, ``column`` and ``problem`` say which, where and why.
+
+    Raised by the one row decoder, :func:`polly.db.poll_rows.poll_view`.
+    """
+
+    def __init__(self, poll_id: int, column: str, problem: str) -> None:
+        self.poll_id = poll_id
+        self.column = column
+        self.problem = problem
+        super().__init__(f"poll {poll_id}: {column}: {problem}")
+
+    @property
+    def reason(self) -> str:
+        """The problem without the poll id, e.g. ``options_json is not valid JSON (…)``."""
+        return f"{self.column} {self.problem}"
 
 
 class PollStateError(PollyError):

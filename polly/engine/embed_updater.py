@@ -10,8 +10,7 @@ from collections.abc import Awaitable, Callable
 from polly.engine.embeds import poll_embed
 from polly.engine.gateway import Gateway
 from polly.engine.store import PollStore
-from polly.engine.views import CorruptPollError
-from polly.errors import GatewayError, RateLimitedError, ServerError
+from polly.errors import CorruptPollError, GatewayError, RateLimitedError, ServerError
 
 logger = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+from polly.db.poll_rows import PollView
 from polly.engine.gateway import (
     MAX_DESCRIPTION_CHARS,
     MAX_FIELD_VALUE_CHARS,
@@ -16,7 +17,6 @@ from polly.engine.gateway import (
     Embed,
     EmbedField,
 )
-from polly.engine.views import PollView
 
 COLOUR_ACTIVE = 0x00BFA5
 COLOUR_CLOSED = 0xE53935

@@ -13,10 +13,10 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
 
+from polly.db.poll_rows import PollView
 from polly.engine.embeds import poll_embed, results_message
 from polly.engine.gateway import AllowedMentions, Gateway
 from polly.engine.store import PollStore
-from polly.engine.views import PollView
 from polly.errors import ForbiddenError, NotFoundError, RateLimitedError, ServerError
 
 logger = logging.getLogger("polly.engine.scheduler")

@@ -33,10 +33,10 @@ from typing import Protocol
 
 from cachetools import TTLCache
 
+from polly.db.poll_rows import PollView
 from polly.engine.gateway import MAX_REACTION_USERS_PAGE, Gateway
 from polly.engine.repair import repair_events
 from polly.engine.store import PollStore
-from polly.engine.views import PollView
 from polly.engine.votes import VoteProcessor
 from polly.errors import GatewayError, NotFoundError, RateLimitedError
 

@@ -36,8 +36,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
+from polly.db.poll_rows import PollView
 from polly.engine.gateway import ReactionEvent
-from polly.engine.views import PollView
 
 #: user id → option indexes
 Choices = Mapping[int, set[int]]

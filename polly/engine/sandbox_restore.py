@@ -13,8 +13,9 @@ from sqlalchemy import select
 
 from polly.db.engine import Database
 from polly.db.models import Poll
+from polly.db.poll_rows import poll_view
 from polly.engine.sandbox import SandboxGateway
-from polly.engine.views import CorruptPollError, poll_view
+from polly.errors import CorruptPollError
 
 
 async def continue_sandbox(database: Database, sandbox: SandboxGateway) -> int:

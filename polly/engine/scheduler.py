@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from polly.db.poll_rows import PollView
 from polly.engine.embeds import poll_embed
 from polly.engine.finalizer import Finalizer
 from polly.engine.gateway import MAX_REACTIONS_PER_MESSAGE, AllowedMentions, Gateway
 from polly.engine.store import PollStore, claim_time, claim_token
-from polly.engine.views import CorruptPollError, PollView
-from polly.errors import ForbiddenError, GatewayError, NotFoundError, RateLimitedError
+from polly.errors import CorruptPollError, ForbiddenError, GatewayError, NotFoundError, RateLimitedError
 
 logger = logging.getLogger(__name__)
 

@@ -37,12 +37,12 @@ from sqlalchemy import func, insert, select, text
 from polly.config import SecretUrl, Settings
 from polly.db.engine import Database
 from polly.db.models import Poll, Vote
+from polly.db.poll_rows import poll_view
 from polly.engine.runner import prepare_database
 from polly.engine.sandbox import FaultRates, SandboxGateway
 from polly.engine.service import Engine, utcnow_naive
 from polly.engine.soak_check import ReplicaGateway, VoteAudit, audit_poll
-from polly.engine.views import CorruptPollError, poll_view
-from polly.errors import PollyError
+from polly.errors import CorruptPollError, PollyError
 from polly.supervisor import Readiness, Supervisor, ready_at_once
 
 logger = logging.getLogger("polly.soak")

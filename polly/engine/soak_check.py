@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from polly.db.poll_rows import PollView
 from polly.engine.gateway import (
     NO_MENTIONS,
     AllowedMentions,
@@ -34,7 +35,6 @@ from polly.engine.gateway import (
 )
 from polly.engine.sandbox import SandboxGateway
 from polly.engine.sandbox_truth import MessageTruth
-from polly.engine.views import PollView
 from polly.errors import RateLimitedError
 
 T = TypeVar("T")

@@ -1,10 +1,12 @@
 """The engine's database operations: short transactions, conditional state changes, idempotent votes.
 
-Every state change is one conditional ``UPDATE`` whose row count says whether *this* caller made
-it (``scheduled → active``, ``active → closed``), so two replicas on one database never perform a
-transition twice. While a replica posts a poll, ``message_id`` holds a claim token
-(``claim:<replica>:<epoch seconds>``); a claim older than the lease is taken over by the next tick,
-so a crash between "claimed" and "posted" is finished by someone.
+Every state change is one of the poll state machine's conditional ``UPDATE`` statements
+(:mod:`polly.db.transitions`, shared with ``polly poll``), whose row count says whether *this*
+caller made it, so two replicas on one database never perform a transition twice. While a replica
+posts a poll, ``message_id`` holds a claim token (``claim:<replica>:<epoch seconds>``); a claim older
+than the lease is taken over by the next tick, so a crash between "claimed" and "posted" is finished
+by someone. Rows are decoded by :mod:`polly.db.poll_rows`; corrupt ones are skipped by the tolerant
+reader of :mod:`polly.db.queries`.
 
 Votes keep upstream's schema (no unique constraint): uniqueness per (poll, user, option) is enforced
 by :mod:`polly.engine.vote_batch`, which reads and writes a batch of reactions in one transaction
@@ -15,39 +17,26 @@ serialises writers itself, and :class:`PollStore` retries a transaction that los
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from polly.db import transitions
 from polly.db.models import Poll, Vote
-from polly.engine.views import CLAIM_PREFIX, CorruptPollError, PollView, poll_view
+from polly.db.poll_rows import PollView, load_poll
+from polly.db.queries import load_tolerant
+from polly.db.transitions import CLAIMED, Transition, claim_time, claim_token
 from polly.engine.vote_batch import VoteAction, VoteCommand, VoteOutcome, apply_batch
 
 __all__ = ["PollStore", "VoteAction", "VoteCommand", "VoteOutcome", "claim_time", "claim_token"]
 
-logger = logging.getLogger(__name__)
-
 SessionFactory = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 _WRITE_RETRIES = 4
-
-
-def claim_token(replica: str, now: datetime) -> str:
-    """A claim for ``message_id``: ``claim:<replica>:<epoch s>`` (≤ 50 characters, the column's size)."""
-    return f"{CLAIM_PREFIX}{replica[:24]}:{int(now.timestamp())}"
-
-
-def claim_time(token: str) -> datetime | None:
-    """When a claim token was taken (naive UTC), or ``None`` if it is malformed."""
-    try:
-        return datetime.utcfromtimestamp(int(token.rsplit(":", 1)[1]))  # noqa: DTZ004 - naive UTC by design
-    except (IndexError, ValueError):
-        return None
 
 
 class PollStore:
@@ -95,28 +84,29 @@ class PollStore:
         async with self._sessions() as session:
             stmt = (
                 select(Poll.id, Poll.message_id)
-                .where(Poll.status == "active", Poll.message_id.like(f"{CLAIM_PREFIX}%"))
+                .where(Poll.status == "active", CLAIMED)
                 .order_by(Poll.id)
                 .limit(limit)
             )
             return [(row.id, str(row.message_id)) for row in await session.execute(stmt)]
 
     async def view(self, poll_id: int) -> PollView | None:
-        """The poll as a view; ``None`` if it no longer exists. Raises :class:`CorruptPollError`."""
+        """The poll as a view; ``None`` if it no longer exists.
+
+        Raises :class:`~polly.errors.CorruptPollError` for a row that cannot be loaded or decoded.
+        """
         async with self._sessions() as session:
-            row = await session.get(Poll, poll_id)
-            return poll_view(row) if row is not None else None
+            found = await session.run_sync(load_poll, poll_id)
+            return None if found is None else found.view
 
     async def views(self, *conditions: object, limit: int) -> AsyncIterator[PollView]:
         """Views of matching polls; a corrupt row is logged with its id and skipped."""
+        stmt = select(Poll.id).where(*conditions).order_by(Poll.id).limit(limit)  # type: ignore[arg-type]
         async with self._sessions() as session:
-            stmt = select(Poll).where(*conditions).order_by(Poll.id).limit(limit)  # type: ignore[arg-type]
-            rows = list((await session.scalars(stmt)).all())
-        for row in rows:
-            try:
-                yield poll_view(row)
-            except CorruptPollError as err:
-                logger.warning("skipping corrupt poll row: %s", err)
+            ids = list(await session.scalars(stmt))
+            decoded = await session.run_sync(load_tolerant, ids)
+        for found in decoded:
+            yield found.view
 
     async def results(self, poll_id: int) -> tuple[dict[int, int], int]:
         """Votes per option index and the number of distinct voters."""
@@ -133,51 +123,30 @@ class PollStore:
 
     # --- transitions --------------------------------------------------------------------------
 
-    async def _transition(
-        self, poll_id: int, expected: Sequence[ColumnElement[bool]], **values: object
-    ) -> bool:
+    async def _apply(self, transition: Transition) -> bool:
         async def work(session: AsyncSession) -> bool:
-            result = await session.execute(update(Poll).where(Poll.id == poll_id, *expected).values(**values))
-            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+            return await transitions.applied(session, transition)
 
         return bool(await self._retrying(work))
 
     async def claim_open(self, poll_id: int, token: str) -> bool:
         """``scheduled → active`` with ``message_id`` = ``token``; ``True`` for the caller that did it."""
-        return await self._transition(
-            poll_id, [Poll.status == "scheduled"], status="active", message_id=token
-        )
+        return await self._apply(transitions.claim_open(poll_id, token))
 
     async def reclaim(self, poll_id: int, old_token: str, new_token: str) -> bool:
         """Take over an interrupted open: replace ``old_token`` with ``new_token`` if nobody else did."""
-        return await self._transition(
-            poll_id, [Poll.status == "active", Poll.message_id == old_token], message_id=new_token
-        )
+        return await self._apply(transitions.reclaim(poll_id, old_token, new_token))
 
     async def finish_open(self, poll_id: int, token: str, message_id: int) -> bool:
-        """Store the posted message's id in place of our claim."""
-        return await self._transition(poll_id, [Poll.message_id == token], message_id=str(message_id))
+        """Store the posted message's id in place of our claim (or on a poll closed meanwhile)."""
+        return await self._apply(transitions.finish_open(poll_id, token, message_id))
 
     async def close(self, poll_id: int, *, from_statuses: Sequence[str] = ("active",)) -> bool:
         """``active → closed`` (or from ``from_statuses``); ``True`` only for the caller that closed it.
 
-        An unfinished claim is cleared: a poll never posted has no message.
+        A claim is released (see :mod:`polly.db.transitions` for the one meaning of close).
         """
-
-        async def work(session: AsyncSession) -> bool:
-            result = await session.execute(
-                update(Poll).where(Poll.id == poll_id, Poll.status.in_(from_statuses)).values(status="closed")
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                return False
-            await session.execute(
-                update(Poll)
-                .where(Poll.id == poll_id, Poll.message_id.like(f"{CLAIM_PREFIX}%"))
-                .values(message_id=None)
-            )
-            return True
-
-        return bool(await self._retrying(work))
+        return await self._apply(transitions.close(poll_id, from_statuses))
 
     # --- votes --------------------------------------------------------------------------------
 
@@ -231,7 +200,7 @@ class PollStore:
             async for view in self.views(
                 and_(Poll.status == "active", Poll.message_id.is_not(None)),
                 Poll.open_time >= now - lookback,
-                ~Poll.message_id.like(f"{CLAIM_PREFIX}%"),
+                ~CLAIMED,
                 limit=limit,
             )
         ]

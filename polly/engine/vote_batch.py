@@ -37,7 +37,8 @@ from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from polly.db.models import Poll, Vote
-from polly.engine.views import CorruptPollError, PollView, poll_view
+from polly.db.poll_rows import PollView, poll_view
+from polly.errors import CorruptPollError
 
 VoteAction = Literal[
     "created", "updated", "added", "removed", "already_recorded", "rejected_max_choices",

@@ -1,8 +1,9 @@
 """Reading polls from the database: the list, one poll's details and results, and its export.
 
-Rows that cannot be decoded (bad ``options_json``, unparseable times, ids that are not numbers) raise
-:class:`~polly.engine.views.CorruptPollError` naming the poll and the column; :func:`list_polls` skips
-and reports them instead, so one bad row never hides the others.
+Rows that cannot be decoded (the corrupt-row rule of :mod:`polly.db.poll_rows`: bad ``options_json``,
+unparseable times, ids that are not numbers) raise :class:`~polly.errors.CorruptPollError` naming the
+poll and the column; :func:`list_polls` skips and reports them instead (the tolerant reader of
+:mod:`polly.db.queries`), so one bad row never hides the others.
 """
 
 from __future__ import annotations
@@ -12,18 +13,16 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session
 
+from polly.db import poll_rows
 from polly.db.engine import Database
 from polly.db.models import STATUS_SCHEDULED, Poll, Vote
-from polly.db.queries import CorruptRow, poll_problem
-from polly.engine.views import CorruptPollError, PollView, poll_view
+from polly.db.poll_rows import PollView
+from polly.db.queries import CorruptRow, load_tolerant
 from polly.errors import PollNotFoundError
 from polly.polls.definition import to_json
 
-#: What loading a row with unparseable values raises (SQLite's datetime parser raises ValueError).
-LOAD_ERRORS = (ValueError, TypeError, StatementError)
 MAX_LIST_LIMIT = 10_000
 #: Vote rows :func:`show_poll` reads to name voters; the counts always cover every vote.
 MAX_VOTE_ROWS_SHOWN = 1000
@@ -112,7 +111,7 @@ def list_polls(
             session.scalars(select(Poll.id).where(*conditions).order_by(Poll.id.desc()).limit(limit + 1))
         )
         truncated, ids = len(ids) > limit, ids[:limit]
-        rows = _load_tolerant(session, ids, skipped)
+        rows = [found.row for found in load_tolerant(session, ids, on_corrupt=skipped.append)]
         counts = _vote_counts(session, [r.id for r in rows])
     polls = []
     for row in rows:
@@ -135,33 +134,6 @@ def list_polls(
     return PollList(polls, skipped, truncated)
 
 
-def _load_tolerant(session: Session, ids: list[int], skipped: list[CorruptRow]) -> list[Poll]:
-    """The rows of ``ids`` in that order; unreadable or corrupt ones go to ``skipped``."""
-    loaded: dict[int, Poll] = {}
-    try:
-        loaded = {p.id: p for p in session.scalars(select(Poll).where(Poll.id.in_(ids)))}
-    except LOAD_ERRORS:
-        for row_id in ids:  # one bad row must cost only itself
-            try:
-                row = session.get(Poll, row_id, populate_existing=True)
-            except LOAD_ERRORS as err:
-                skipped.append(CorruptRow("polls", row_id, f"unreadable: {err}"))
-                continue
-            if row is not None:
-                loaded[row_id] = row
-    out = []
-    for row_id in ids:
-        row = loaded.get(row_id)
-        if row is None:
-            continue
-        problem = poll_problem(row)
-        if problem is not None:
-            skipped.append(CorruptRow("polls", row_id, problem))
-        else:
-            out.append(row)
-    return out
-
-
 def _vote_counts(session: Session, ids: list[int]) -> dict[int, tuple[int, int]]:
     if not ids:
         return {}
@@ -174,18 +146,12 @@ def _vote_counts(session: Session, ids: list[int]) -> dict[int, tuple[int, int]]
 
 
 def load_poll(session: Session, poll_id: int) -> tuple[Poll, PollView]:
-    """The row and its checked view; :class:`PollNotFoundError` or :class:`CorruptPollError`."""
-    try:
-        row = session.get(Poll, poll_id)
-    except LOAD_ERRORS as err:
-        raise CorruptPollError(poll_id, "row", f"cannot be read ({err})") from err
-    if row is None:
+    """The row and its checked view; :class:`PollNotFoundError` or
+    :class:`~polly.errors.CorruptPollError`."""
+    found = poll_rows.load_poll(session, poll_id)
+    if found is None:
         raise PollNotFoundError(poll_id)
-    problem = poll_problem(row)
-    if problem is not None:
-        column = problem.split(" ", 1)[0]
-        raise CorruptPollError(poll_id, column, problem.split(" ", 1)[1])
-    return row, poll_view(row)
+    return found.row, found.view
 
 
 def show_poll(db: Database, poll_id: int) -> PollDetails:

@@ -4,8 +4,9 @@ Everything here writes only to the database, in upstream Polly's conventions (na
 text lists, ``status`` ``scheduled``/``active``/``closed``); the running engine, on any replica, picks
 each change up on its next tick: it posts ``scheduled`` polls that are due (``open_immediately`` ones
 at once), finalizes polls it knew as active that are now ``closed``, and refreshes polls that became
-``active`` again. State changes are conditional updates, so a change racing the engine (or another
-operator) is applied once or reported, never applied twice.
+``active`` again. State changes are the poll state machine's conditional updates
+(:mod:`polly.db.transitions`, the statements the engine runs too), so a change racing the engine (or
+another operator) is applied once or reported, never applied twice.
 """
 
 from __future__ import annotations
@@ -14,17 +15,17 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from polly.db import transitions
 from polly.db.engine import Database
 from polly.db.models import STATUS_ACTIVE, STATUS_CLOSED, STATUS_SCHEDULED, Poll, Vote
-from polly.engine.views import CLAIM_PREFIX, CorruptPollError
-from polly.errors import PollNotFoundError, PollStateError, PollValidationError
+from polly.db.poll_rows import LOAD_ERRORS
+from polly.errors import CorruptPollError, PollNotFoundError, PollStateError, PollValidationError
 from polly.polls.definition import MAX_DURATION, PollDefinition, format_local
-from polly.polls.reports import LOAD_ERRORS
 
 _CREATOR_ID = re.compile(r"^[0-9]{1,21}$")
 #: The longest reopen extension: upstream's longest poll.
@@ -113,18 +114,19 @@ def _status(session: Session, poll_id: int) -> str:
 def close_poll(db: Database, poll_id: int) -> str | None:
     """Close an ``active`` or ``scheduled`` poll; returns the status it had, ``None`` if already closed.
 
-    Only ``status`` changes: a poll being posted keeps its claim, so the engine stores the message id
-    when the post completes and then finalizes the message as it does for any poll closed elsewhere.
+    The engine's close (:func:`polly.db.transitions.close`): a post still in flight stores its
+    message id when it completes, and the engine finalizes the message as it does for any poll
+    closed elsewhere.
     """
     with db.session_scope() as session:
         for _ in range(3):  # a race with the engine changes the status at most twice
             before = _status(session, poll_id)
             if before == STATUS_CLOSED:
                 return None
-            result = session.execute(
-                update(Poll).where(Poll.id == poll_id, Poll.status == before).values(status=STATUS_CLOSED)
-            )
-            if result.rowcount == 1:  # type: ignore[attr-defined]
+            if before not in (STATUS_SCHEDULED, STATUS_ACTIVE):
+                msg = f"poll {poll_id} has status {before!r}; only a scheduled or active poll can be closed"
+                raise PollStateError(msg)
+            if transitions.applied_sync(session, transitions.close(poll_id, (before,))):
                 return before
         msg = f"poll {poll_id} kept changing status while being closed; try again"
         raise PollStateError(msg)
@@ -168,15 +170,10 @@ def reopen_poll(
             opens = format_local(open_time, tz_name or "UTC")
             msg = f"poll {poll_id} opens at {opens} {tz_name or 'UTC'}: the close time must be later"
             raise PollStateError(msg)
-        posted = bool(message_id) and not str(message_id).startswith(CLAIM_PREFIX)
+        posted = bool(message_id) and not transitions.is_claim(message_id)
         target: Literal["active", "scheduled"] = STATUS_ACTIVE if posted else STATUS_SCHEDULED
-        values: dict[str, Any] = {"status": target, "close_time": close_time}
-        if not posted:
-            values["message_id"] = None  # a claim left by an interrupted post
-        result = session.execute(
-            update(Poll).where(Poll.id == poll_id, Poll.status == STATUS_CLOSED).values(**values)
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        reopen = transitions.reopen(poll_id, posted=posted, close_time=close_time)
+        if not transitions.applied_sync(session, reopen):
             msg = f"poll {poll_id} changed while being reopened; try again"
             raise PollStateError(msg)
         deleted = 0

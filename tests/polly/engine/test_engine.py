@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import text
 
 from polly.db.engine import Database
+from polly.db.poll_rows import poll_view
 from polly.engine.gateway import PostedMessage
 from polly.engine.sandbox import FaultRates, SandboxGateway
 from polly.engine.soak_check import ReplicaGateway, VoteAudit, audit_poll
-from polly.engine.views import poll_view
 from polly.errors import RateLimitedError, ServerError
 from tests.polly.engine.harness import CHANNEL, USER, Harness, harness
 

@@ -19,8 +19,8 @@ from polly.db.engine import Database
 from polly.db.models import Poll, Vote
 from polly.db.schema import create_schema
 from polly.engine.store import PollStore
-from polly.engine.views import CorruptPollError
 from polly.engine.vote_batch import VoteCommand
+from polly.errors import CorruptPollError
 from tests.polly.engine.harness import CHANNEL, GUILD, settings_for
 
 pytestmark = pytest.mark.timeout(240)

@@ -12,8 +12,7 @@ from sqlalchemy import func, insert, select, text, update
 
 from polly.db.engine import Database
 from polly.db.models import Poll, Vote, utcnow_naive
-from polly.engine.views import CorruptPollError
-from polly.errors import PollNotFoundError, PollStateError, PollValidationError
+from polly.errors import CorruptPollError, PollNotFoundError, PollStateError, PollValidationError
 from polly.polls import reports, service
 from polly.polls.definition import PollDefinition, load_definitions, validate_poll
 from tests.polly.polls.conftest import EXAMPLES, IDS, future_example, local_time

@@ -1,10 +1,13 @@
-"""Immutable views of poll rows, decoded once and checked, so a corrupt row fails in one place.
+"""Decoding poll rows: the one corrupt-row rule, and immutable views of the rows that pass it.
 
 The engine never holds ORM objects across a Discord call: it reads rows into :class:`PollView`
-inside a short transaction and works with the view afterwards. A row whose ``options_json`` /
-``emojis_json`` is not a JSON list of strings, whose option and emoji counts disagree, or whose
-snowflakes are not numbers raises :class:`CorruptPollError` naming the poll id and the column; the
-caller reports it and moves on to the next poll.
+inside a short transaction and works with the view afterwards; the poll commands and the tolerant
+bulk readers (:mod:`polly.db.queries`) decode through the same :func:`poll_view`. A row is corrupt
+when it cannot be loaded at all (:data:`LOAD_ERRORS`: SQLite stores timestamps as text, MariaDB can
+hold zero dates), when ``options_json`` / ``emojis_json`` is not a JSON list of strings, when it has
+no options or fewer emojis than options, when its snowflakes are not numbers, or when a timestamp is
+not one; :class:`~polly.errors.CorruptPollError` names the poll id and the column, and the caller
+reports it and moves on to the next poll.
 """
 
 from __future__ import annotations
@@ -12,22 +15,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from polly.db.models import POLL_EMOJIS
-from polly.errors import PollyError
+from sqlalchemy.exc import StatementError
+from sqlalchemy.orm import Session
 
-#: ``message_id`` holds a claim token while a replica posts a poll: ``claim:<replica>:<epoch s>``.
-CLAIM_PREFIX = "claim:"
+from polly.db.models import POLL_EMOJIS, Poll
+from polly.db.transitions import is_claim
+from polly.errors import CorruptPollError
 
+__all__ = ["LOAD_ERRORS", "Decoded", "PollView", "load_poll", "poll_view"]
 
-class CorruptPollError(PollyError):
-    """A poll row that cannot be used; ``poll_id`` and ``column`` say which and where."""
-
-    def __init__(self, poll_id: int, column: str, problem: str) -> None:
-        self.poll_id = poll_id
-        self.column = column
-        super().__init__(f"poll {poll_id}: {column}: {problem}")
+#: What loading a row with unparseable values raises (SQLite's datetime parser raises ValueError).
+LOAD_ERRORS = (ValueError, TypeError, StatementError)
 
 
 def _json_strings(poll_id: int, column: str, raw: str | None) -> list[str] | None:
@@ -90,6 +90,7 @@ class PollView:
     ping_role_on_close: bool
     image_message_text: str | None
     image_path: str | None = None
+    created_at: datetime | None = None
 
     @property
     def removes_reactions(self) -> bool:
@@ -114,10 +115,11 @@ def poll_view(row: Any) -> PollView:
     if emojis is None:
         emojis = list(POLL_EMOJIS[: len(options)])
     if len(emojis) < len(options):
-        raise CorruptPollError(poll_id, "emojis_json", f"{len(emojis)} emojis for {len(options)} options")
+        raise CorruptPollError(poll_id, "emojis_json", f"has {len(emojis)} emojis for {len(options)} options")
     raw_message = row.message_id
-    claim = raw_message if isinstance(raw_message, str) and raw_message.startswith(CLAIM_PREFIX) else None
+    claim = raw_message if is_claim(raw_message) else None
     message_id = None if claim else _snowflake(poll_id, "message_id", raw_message, required=False)
+    created_at = getattr(row, "created_at", None)
     return PollView(
         id=poll_id,
         name=str(row.name),
@@ -140,4 +142,22 @@ def poll_view(row: Any) -> PollView:
         ping_role_on_close=bool(row.ping_role_on_close),
         image_message_text=row.image_message_text or None,
         image_path=row.image_path or None,
+        created_at=None if created_at is None else _naive_utc(poll_id, "created_at", created_at),
     )
+
+
+class Decoded(NamedTuple):
+    """A row that passed the corrupt-row rule, and its view."""
+
+    row: Poll
+    view: PollView
+
+
+def load_poll(session: Session, poll_id: int) -> Decoded | None:
+    """The row and its view, ``None`` if there is no such poll; :class:`CorruptPollError` for a row
+    that cannot be loaded (column ``row``) or decoded."""
+    try:
+        row = session.get(Poll, poll_id, populate_existing=True)
+    except LOAD_ERRORS as err:
+        raise CorruptPollError(poll_id, "row", f"cannot be read ({err})") from err
+    return None if row is None else Decoded(row, poll_view(row))
