@@ -10,20 +10,23 @@ pool only adds load.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from polly.clock import Backoff, Jitter, Sleep
 from polly.errors import DatabaseUnavailableError, PoolExhaustedError
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-BASE_DELAY_SECONDS = 0.5
+#: Waits between attempts of a read: 0.5 s doubling up to 30 s, with full jitter (anywhere in
+#: ``(0, wait]``) so many clients do not reconnect in step.
+READ_RETRY_BACKOFF = Backoff(initial=0.5, multiplier=2.0, cap=30.0, jitter=1.0)
 
 
 def is_transient(err: BaseException) -> bool:
@@ -40,21 +43,25 @@ async def retry_with_backoff(
     *,
     what: str,
     max_attempts: int = 5,
-    base_delay_seconds: float = BASE_DELAY_SECONDS,
-    max_delay_seconds: float = 30.0,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    jitter: Callable[[], float] = random.random,
+    backoff: Backoff = READ_RETRY_BACKOFF,
+    max_delay_seconds: float | None = None,
+    sleep: Sleep = asyncio.sleep,
+    rng: Jitter | None = None,
 ) -> T:
     """Await ``operation()``; on a transient failure wait and try again, at most ``max_attempts`` times.
 
-    The n-th wait is ``jitter() * min(max_delay_seconds, base_delay_seconds * 2**(n-1))`` seconds (full
-    jitter, so many clients do not reconnect in step). Non-transient errors propagate at once. After
+    The n-th wait is ``backoff.delay(n, rng)`` (``max_delay_seconds``, when given, replaces the
+    backoff's cap: the ``connect_retry_max_seconds`` setting). ``sleep`` waits (a
+    :class:`~polly.clock.Clock`'s ``sleep`` in tests). Non-transient errors propagate at once. After
     the last attempt fails, :class:`DatabaseUnavailableError` is raised from the last error; ``what``
     (which must not contain secrets) names the operation in the message and the logs.
     """
     if max_attempts < 1:
         msg = f"max_attempts must be >= 1, got {max_attempts}"
         raise ValueError(msg)
+    if max_delay_seconds is not None:
+        cap = max_delay_seconds  # every wait is at most the cap, the first one included
+        backoff = dataclasses.replace(backoff, initial=min(backoff.initial, cap), cap=cap)
     last: BaseException | None = None
     waited = 0.0
     for attempt in range(1, max_attempts + 1):
@@ -66,7 +73,7 @@ async def retry_with_backoff(
             last = err
             if attempt == max_attempts:
                 break
-            delay = jitter() * min(max_delay_seconds, base_delay_seconds * 2 ** (attempt - 1))
+            delay = backoff.delay(attempt, rng)
             logger.warning(
                 "%s failed (attempt %d of %d: %s); retrying in %.2f s",
                 what,

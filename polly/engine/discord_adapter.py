@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from datetime import UTC
 from pathlib import Path
 
 import aiohttp
@@ -32,10 +33,11 @@ import discord
 import discord.http
 from pydantic import SecretStr
 
+from polly.clock import SYSTEM_CLOCK, Backoff, Clock
 from polly.engine.discord_connection import (
+    GATEWAY_BACKOFF,
     DiscordRefusedError,
     PollyClient,
-    backoff_seconds,
     refusal,
     set_gateway_url,
     silence_voice_warnings,
@@ -87,6 +89,8 @@ class DiscordGateway:
     ``request_timeout_seconds`` each REST operation (including discord.py's own retries and
     rate-limit waits); ``max_ratelimit_wait_seconds`` (≥ 30) the longest 429 wait absorbed silently.
     ``gateway_url`` overrides where the gateway connects (see :mod:`.discord_connection`).
+    ``backoff`` is the wait between attempts while Discord is unreachable, slept on ``clock`` (which
+    also times the health's outages).
     ``on_fatal`` (also settable later): called once with the :class:`DiscordRefusedError` when
     Discord refuses polly for good (the caller stops the process); without it :meth:`start` raises
     that error.
@@ -104,6 +108,8 @@ class DiscordGateway:
         max_ratelimit_wait_seconds: float = MIN_RATELIMIT_WAIT_SECONDS,
         on_fatal: Callable[[DiscordRefusedError], None] | None = None,
         registry: StatsRegistry | None = default_registry,
+        backoff: Backoff = GATEWAY_BACKOFF,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if max_ratelimit_wait_seconds < MIN_RATELIMIT_WAIT_SECONDS:
             msg = (
@@ -127,6 +133,8 @@ class DiscordGateway:
         self._request_timeout_seconds = request_timeout_seconds
         self._max_wait = max_ratelimit_wait_seconds
         self.on_fatal = on_fatal
+        self._backoff = backoff
+        self._clock = clock
         self._events = ReactionEventQueue(max_events)
         self._ready = asyncio.Event()
         self._closed = asyncio.Event()
@@ -135,7 +143,8 @@ class DiscordGateway:
         intents.guild_reactions = True
         self._intents = intents
         silence_voice_warnings()
-        self.health = GatewayHealth("discord", latency=lambda: self._client.latency)
+        wall = lambda: clock.now().replace(tzinfo=UTC).timestamp()  # noqa: E731 - POSIX seconds for the health
+        self.health = GatewayHealth("discord", latency=lambda: self._client.latency, clock=wall)
         self._log_filter = ReconnectLogFilter(self.health)
         logging.getLogger(DISCORD_CLIENT_LOGGER).addFilter(self._log_filter)
         self._unregister = registry.register("gateway", "discord", self.health.snapshot) if registry else None
@@ -193,8 +202,8 @@ class DiscordGateway:
     async def start(self) -> None:
         """Log in and hold the gateway connection until :meth:`close`.
 
-        While Discord is unreachable, log-in and the first connection are retried with backoff
-        (1 s doubling to 60 s), the outage said once (:class:`GatewayHealth`); later drops are
+        While Discord is unreachable, log-in and the first connection are retried with ``backoff``
+        (by default 1 s doubling to 60 s), the outage said once (:class:`GatewayHealth`); later drops are
         discord.py's to resume. A final refusal goes to ``on_fatal`` (then this waits for
         :meth:`close`) or is raised.
         """
@@ -226,7 +235,7 @@ class DiscordGateway:
                 self.health.attempt_failed(
                     describe_failure(err.__cause__) if err.__cause__ else type(err).__name__
                 )
-                await asyncio.sleep(backoff_seconds(failures))
+                await self._clock.sleep(self._backoff.delay(failures))
                 continue
             return
 
@@ -252,7 +261,7 @@ class DiscordGateway:
             else:
                 return
             failures += 1
-            await asyncio.sleep(backoff_seconds(failures))
+            await self._clock.sleep(self._backoff.delay(failures))
 
     async def wait_until_ready(self) -> None:
         await self._ready.wait()

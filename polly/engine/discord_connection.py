@@ -9,7 +9,7 @@ invalid session goes back to it), so the URL is set there, process-wide, as ``ap
 Final failures (:class:`DiscordRefusedError`): a token Discord rejects (HTTP 401 on log-in, close
 code 4004), a privileged intent the bot is not allowed (4014), and the other close codes discord.py
 does not reconnect after (4010 to 4013). Everything else (unreachable, 5xx, a dropped connection)
-is transient and retried.
+is transient and retried, on :data:`GATEWAY_BACKOFF`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import discord.gateway
 import discord.voice_client
 import yarl
 
+from polly.clock import Backoff
 from polly.engine.discord_health import GatewayHealth
 from polly.errors import GatewayError
 
@@ -113,6 +114,5 @@ class PollyClient(discord.Client):
         self._polly_offer(payload)
 
 
-def backoff_seconds(failures: int, *, initial: float = 1.0, cap: float = 60.0) -> float:
-    """The wait before attempt ``failures + 1``: ``initial`` doubling per failure, at most ``cap``."""
-    return float(min(cap, initial * 2.0 ** min(max(failures - 1, 0), 16)))
+#: Waits between attempts to log in or connect while Discord is unreachable: 1 s doubling to 60 s.
+GATEWAY_BACKOFF = Backoff(initial=1.0, multiplier=2.0, cap=60.0)

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
 
 from polly.db.poll_rows import PollView
+from polly.clock import Backoff
 from polly.engine.embeds import poll_embed, results_message
 from polly.engine.gateway import AllowedMentions, Gateway
 from polly.engine.store import PollStore
@@ -22,8 +23,9 @@ from polly.errors import ForbiddenError, NotFoundError, RateLimitedError, Server
 logger = logging.getLogger("polly.engine.scheduler")
 
 #: Backoff of a final edit that failed with 404: first retry after 2 s, doubling up to 5 minutes.
-FINAL_RETRY_INITIAL_SECONDS = 2.0
-FINAL_RETRY_MAX_SECONDS = 300.0
+FINAL_RETRY_BACKOFF = Backoff(initial=2.0, multiplier=2.0, cap=300.0)
+FINAL_RETRY_INITIAL_SECONDS = FINAL_RETRY_BACKOFF.initial
+FINAL_RETRY_MAX_SECONDS = FINAL_RETRY_BACKOFF.cap
 
 
 class Finalizer:
@@ -121,7 +123,7 @@ class Finalizer:
         now = self._clock()
         first, _due, failures = self._final_gone.get(poll_id, (now, 0.0, 0))
         if now - first < self._orphan_after and len(self._pending) < self._max_pending:
-            delay = min(FINAL_RETRY_INITIAL_SECONDS * 2**failures, FINAL_RETRY_MAX_SECONDS)
+            delay = FINAL_RETRY_BACKOFF.delay(failures + 1)
             self._final_gone[poll_id] = (first, self._monotonic() + delay, failures + 1)
             self._pending[poll_id] = (ping, unless_done)
             if failures == 0:

@@ -22,21 +22,26 @@
 
 Every Discord call goes through one :class:`~polly.engine.rate_gate.RateLimitGate`, so no part of
 the engine calls into a known retry-after window.
+
+Time is injected: ``clock`` (naive UTC now), ``monotonic`` and ``sleep`` (the loops' waits); a test
+passes a :class:`~polly.clock.FakeClock`'s methods. The shutdown drain's deadline is event-loop time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from polly.caches import FailureTracker
+from polly.clock import Sleep, utcnow_naive
 from polly.config import Settings
 from polly.db.engine import Database
 from polly.engine.gateway import Gateway, ReactionEvent, ShedReporter
@@ -47,6 +52,8 @@ from polly.engine.scheduler import PollScheduler, TransitionObserver
 from polly.engine.store import PollStore, VoteOutcome
 from polly.engine.votes import DmLimiter, EmbedUpdater, VoteProcessor
 from polly.supervisor import Readiness, Supervisor, ready_at_once
+
+__all__ = ["Engine", "EngineStats", "current_engine", "set_current_engine", "utcnow_naive"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +70,6 @@ def set_current_engine(engine: Engine | None) -> None:
     """Called by ``polly run`` when its engine starts (``engine``) and stops (``None``)."""
     global _current  # noqa: PLW0603 - one process-wide engine, as upstream's module globals
     _current = engine
-
-
-def utcnow_naive() -> datetime:
-    """Now as naive UTC, the engine's (and upstream's) time convention."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,7 @@ class Engine:
         on_outcome: Callable[[ReactionEvent, VoteOutcome], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         on_poll_changed: Callable[[int], Awaitable[None]] | None = None,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         cfg = settings.engine
         self.settings = settings
@@ -109,6 +112,7 @@ class Engine:
         self.gateway = gateway
         self.discord = RateLimitGate(gateway, monotonic=monotonic)
         self._monotonic = monotonic
+        self._sleep = sleep
         self.database = database
         self.store = PollStore(database.async_session_scope)
         self.embeds = EmbedUpdater(
@@ -215,17 +219,17 @@ class Engine:
                     "repair: %d vote(s) recorded, %d removed on %d poll(s)",
                     report.votes_added, report.votes_removed, report.polls,
                 )  # fmt: skip
-            await asyncio.sleep(1.0)
+            await self._sleep(1.0)
 
     async def drain(self, timeout_seconds: float) -> tuple[int, ...]:
         """Wait until the queued events are applied (at most ``timeout_seconds``); return the
         messages whose events are still queued (their polls need repair), also kept in
         :attr:`still_to_repair` and logged."""
-        deadline = self._monotonic_real() + timeout_seconds
-        while self._monotonic_real() < deadline:
-            if self.gateway.event_stats().depth == 0 and self.votes.queued == 0:
-                break
-            await asyncio.sleep(0.05)
+        # A shutdown deadline: event-loop time, whatever clock the engine reads (as the supervisor's).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_seconds):
+                while self.gateway.event_stats().depth or self.votes.queued:
+                    await self._sleep(0.05)
         left: set[int] = self.votes.pending_messages()
         if isinstance(self.gateway, ShedReporter):
             left |= self.gateway.pending_messages()
@@ -237,10 +241,6 @@ class Engine:
                 "starts again: %s", len(left), ", ".join(map(str, self.still_to_repair[:20])),
             )  # fmt: skip
         return self.still_to_repair
-
-    @staticmethod
-    def _monotonic_real() -> float:
-        return time.monotonic()
 
     async def _drain_on_shutdown(self) -> None:
         try:
@@ -271,7 +271,7 @@ class Engine:
         await self.scheduler.tick()  # start-up: overdue polls open or close now
         ready.ready()
         while True:
-            await asyncio.sleep(self.settings.engine.tick_seconds)
+            await self._sleep(self.settings.engine.tick_seconds)
             await self.scheduler.tick()
 
     async def close_now(self, poll_id: int, reason: str = "manual") -> bool:
@@ -282,15 +282,15 @@ class Engine:
         await self._ready_gateway()
         ready.ready()
         while True:
-            started = time.monotonic()
+            started = self._monotonic()
             report = await self.reconciler.pass_once()
             if report.votes_added or report.votes_removed or report.orphaned:
                 logger.info(
                     "reconciler: %d vote(s) recovered, %d removed, %d poll(s) orphaned, %d Discord call(s)",
                     report.votes_added, report.votes_removed, report.orphaned, report.calls,
                 )  # fmt: skip
-            elapsed = time.monotonic() - started
-            await asyncio.sleep(max(self.settings.engine.reconcile_interval_seconds - elapsed, 0.1))
+            elapsed = self._monotonic() - started
+            await self._sleep(max(self.settings.engine.reconcile_interval_seconds - elapsed, 0.1))
 
     def stats(self) -> EngineStats:
         queue = self.gateway.event_stats()

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
+from polly.clock import Backoff
 from polly.config import DatabaseSettings, SecretUrl
 from polly.db.engine import Database
 from polly.db.schema import create_schema
@@ -227,7 +228,7 @@ async def test_supervisor_reports_start_summary_and_recovery(caplog: pytest.LogC
 
     caplog.set_level(logging.INFO, "polly.supervisor")
     async with Supervisor(
-        registry=None, backoff_initial_seconds=0.01, backoff_max_seconds=0.02, recovered_after_seconds=0.05,
+        registry=None, backoff=Backoff(initial=0.01, cap=0.02, jitter=0.1), recovered_after_seconds=0.05,
         rng=random.Random(1), shutdown_timeout_seconds=1,
     ) as sup:  # fmt: skip
         sup.start_loop("flaky", flaky)

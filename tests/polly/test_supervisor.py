@@ -1,7 +1,7 @@
 """polly.supervisor: ownership, restart with backoff, readiness, deadline shutdown and stats.
 
-The backoff sleep and the clock are fakes (the fake sleep advances the clock and yields once), so
-restart tests never wait. Only the shutdown and readiness deadlines, which are event-loop time by
+The clock is a :class:`~polly.clock.FakeClock` (its sleep advances it and yields once), so restart
+tests never wait. Only the shutdown and readiness deadlines, which are event-loop time by
 design, use short real timeouts.
 """
 
@@ -17,30 +17,16 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from polly.clock import Backoff, FakeClock
 from polly.errors import ReadinessTimeoutError, SupervisorError, TaskLimitError
 from polly.stats import StatsRegistry, TaskStats
 from polly.supervisor import Readiness, Supervisor
 
 
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
-
-
-def make(fake: FakeTime, **kwargs: object) -> Supervisor:
+def make(fake: FakeClock, **kwargs: object) -> Supervisor:
     options: dict[str, object] = {
         "registry": None,
-        "clock": fake.clock,
-        "sleep": fake.sleep,
+        "clock": fake,
         "rng": random.Random(5),
         "shutdown_timeout_seconds": 2.0,
     }
@@ -68,7 +54,7 @@ def forever(on_start: Callable[[], None] | None = None) -> Callable[[Readiness],
 
 
 async def test_short_tasks_run_and_are_released_at_once() -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     results: list[int] = []
 
     async def work(i: int) -> None:
@@ -83,16 +69,16 @@ async def test_short_tasks_run_and_are_released_at_once() -> None:
     assert sorted(results) == list(range(50))
     assert (stats.started, stats.finished, stats.failed, stats.cancelled) == (50, 50, 0, 0)
     assert stats.live_by_name == ()
-    assert sup._entries == {}
+    assert sup.live_count == 0
 
 
 async def test_live_lists_names_and_ages_on_the_injected_clock() -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     async with make(fake) as sup:
         sup.start_loop("first", forever())
-        fake.now = 10.0
+        fake.advance(10.0)
         sup.start_loop("second", forever())
-        fake.now = 25.0
+        fake.advance(15.0)
         live = sup.live()
         assert [(t.name, t.kind, t.age_seconds) for t in live] == [
             ("first", "loop", 25.0),
@@ -101,7 +87,7 @@ async def test_live_lists_names_and_ages_on_the_injected_clock() -> None:
 
 
 async def test_a_failing_task_never_cancels_its_siblings(caplog: pytest.LogCaptureFixture) -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     ticks = 0
 
     async def sibling(ready: Readiness) -> None:
@@ -129,7 +115,7 @@ async def test_chaos_loop_restarts_with_growing_delays_and_is_reported(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A loop that always raises is restarted with growing, capped delays and shown as failing."""
-    fake = FakeTime()
+    fake = FakeClock()
     calls = 0
     sibling_ticks = 0
 
@@ -146,11 +132,12 @@ async def test_chaos_loop_restarts_with_growing_delays_and_is_reported(
             await asyncio.sleep(0)
 
     registry = StatsRegistry()
-    async with make(fake, registry=registry, backoff_max_seconds=30.0, failing_after=3) as sup:
+    backoff = Backoff(initial=1.0, cap=30.0, jitter=0.1)
+    async with make(fake, registry=registry, backoff=backoff, failing_after=3) as sup:
         sup.start_loop("sibling", sibling)
         sup.start_loop("chaos", always_fails)
         await until(lambda: len(fake.sleeps) >= 9)
-        delays = fake.sleeps[:9]
+        delays = list(fake.sleeps)[:9]
         stats = registry.collect("tasks")
         live = {t.name: t for t in sup.live()}
         ticks_when_failing = sibling_ticks
@@ -176,7 +163,7 @@ async def test_chaos_loop_restarts_with_growing_delays_and_is_reported(
 
 
 async def test_a_long_healthy_run_clears_failing_and_resets_the_backoff() -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     runs = 0
     gate = asyncio.Event()
 
@@ -193,7 +180,7 @@ async def test_a_long_healthy_run_clears_failing_and_resets_the_backoff() -> Non
         sup.start_loop("flaky", flaky)
         await until(lambda: runs == 4)
         assert sup.stats().failing == ("flaky",)
-        fake.now += 60.0  # the fourth run has now lasted healthy_after_seconds
+        fake.advance(60.0)  # the fourth run has now lasted healthy_after_seconds
         assert sup.stats().failing == ()
         gate.set()
         await until(lambda: len(fake.sleeps) == 4)
@@ -202,7 +189,7 @@ async def test_a_long_healthy_run_clears_failing_and_resets_the_backoff() -> Non
 
 
 async def test_loop_without_restart_runs_once() -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     runs = 0
 
     async def once(ready: Readiness) -> None:
@@ -215,12 +202,12 @@ async def test_loop_without_restart_runs_once() -> None:
         await until(lambda: not sup.live())
         stats = sup.stats()
     assert runs == 1
-    assert fake.sleeps == []
+    assert not fake.sleeps
     assert (stats.failed, stats.restarted, stats.finished) == (1, 0, 1)
 
 
 async def test_wait_ready_returns_once_every_loop_is_ready() -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     go = asyncio.Event()
 
     async def slow_start(ready: Readiness) -> None:
@@ -240,7 +227,7 @@ async def test_wait_ready_returns_once_every_loop_is_ready() -> None:
 
 
 async def test_wait_ready_times_out_naming_the_loop() -> None:
-    fake = FakeTime()
+    fake = FakeClock()
 
     async def never_ready(ready: Readiness) -> None:
         await asyncio.Event().wait()
@@ -255,7 +242,7 @@ async def test_wait_ready_times_out_naming_the_loop() -> None:
 
 
 async def test_wait_ready_fails_fast_when_a_loop_ends_unready() -> None:
-    fake = FakeTime()
+    fake = FakeClock()
 
     async def quits(ready: Readiness) -> None:
         return
@@ -269,7 +256,7 @@ async def test_wait_ready_fails_fast_when_a_loop_ends_unready() -> None:
 
 
 async def test_shutdown_runs_in_reverse_start_order() -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     stopped: list[str] = []
 
     def named(name: str) -> Callable[[Readiness], Awaitable[None]]:
@@ -295,7 +282,7 @@ async def test_shutdown_runs_in_reverse_start_order() -> None:
 
 async def test_shutdown_names_a_task_that_ignores_cancellation(caplog: pytest.LogCaptureFixture) -> None:
     """Shutdown returns by its deadline, names the stubborn task, and still stops the well-behaved ones."""
-    fake = FakeTime()
+    fake = FakeClock()
     release = asyncio.Event()
     polite_stopped = False
 
@@ -336,7 +323,7 @@ async def test_shutdown_names_a_task_that_ignores_cancellation(caplog: pytest.Lo
 
 
 async def test_max_tasks_is_enforced_and_refused_coroutines_are_closed() -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     gate = asyncio.Event()
     async with make(fake, max_tasks=2) as sup:
         sup.spawn("a", gate.wait())
@@ -351,7 +338,7 @@ async def test_max_tasks_is_enforced_and_refused_coroutines_are_closed() -> None
 
 
 async def test_tasks_cancelled_before_they_start_leave_nothing_behind() -> None:
-    fake = FakeTime()
+    fake = FakeClock()
     sup = make(fake)
     async with sup:
         for _ in range(5):
@@ -360,20 +347,34 @@ async def test_tasks_cancelled_before_they_start_leave_nothing_behind() -> None:
     assert sup.live() == []
 
 
-def test_backoff_grows_to_the_cap_with_bounded_jitter() -> None:
-    sup = Supervisor(registry=None, backoff_initial_seconds=0.5, backoff_max_seconds=10, rng=random.Random(1))
-    for failures, base in [(1, 0.5), (2, 1.0), (3, 2.0), (5, 8.0), (6, 10.0), (10_000, 10.0)]:
-        delay = sup.backoff_seconds(failures)
-        assert 0.9 * base <= delay <= base
+def test_the_default_restart_schedule_is_one_second_doubling_to_a_minute() -> None:
+    backoff = Supervisor(registry=None).backoff
+    assert (backoff.initial, backoff.multiplier, backoff.cap, backoff.jitter) == (1.0, 2.0, 60.0, 0.1)
+
+
+async def test_restarts_follow_the_injected_backoff_and_rng() -> None:
+    """The waits are exactly ``backoff.delay(n, rng)``: the same schedule drawn from an equal rng."""
+    fake = FakeClock()
+    backoff = Backoff(initial=0.5, multiplier=3.0, cap=10.0, jitter=0.5)
+
+    async def always_fails(ready: Readiness) -> None:
+        raise ConnectionError("down")
+
+    async with make(fake, backoff=backoff, rng=random.Random(7)) as sup:
+        sup.start_loop("chaos", always_fails)
+        await until(lambda: len(fake.sleeps) >= 6)
+    twin = random.Random(7)
+    assert list(fake.sleeps)[:6] == [backoff.delay(n, twin) for n in range(1, 7)]
 
 
 def test_invalid_settings_are_refused_with_the_rule() -> None:
-    with pytest.raises(ValueError, match=r"max_tasks=0 must be >= 1; backoff_jitter=1.5 must be in \[0, 1\)"):
-        Supervisor(max_tasks=0, backoff_jitter=1.5)
+    rules = r"^supervisor 'polly': max_tasks=0 must be >= 1; failing_after=0 must be >= 1$"
+    with pytest.raises(ValueError, match=rules):
+        Supervisor(max_tasks=0, failing_after=0)
 
 
 async def test_supervisor_can_be_entered_once() -> None:
-    sup = make(FakeTime())
+    sup = make(FakeClock())
     async with sup:
         pass
     with pytest.raises(SupervisorError, match="entered once"):

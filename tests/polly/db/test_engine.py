@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,7 +14,6 @@ from sqlalchemy import func, select, text
 from polly.config import DatabaseSettings, SecretUrl
 from polly.db.engine import Database
 from polly.db.models import Poll, utcnow_naive
-from polly.db.retry import retry_with_backoff
 from polly.db.schema import create_schema
 from polly.db.urls import driver_url, pool_name
 from polly.errors import DatabaseUnavailableError, PoolExhaustedError
@@ -262,40 +261,6 @@ def test_sync_engine_is_thread_safe_to_share(database: Database) -> None:
         t.join()
     assert errors == []
     assert all(s.used == 0 for s in database.engine_stats())
-
-
-async def test_retry_with_backoff_rides_out_an_outage_then_gives_up() -> None:
-    sleeps: list[float] = []
-
-    async def fake_sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-
-    calls = [0]
-
-    def flaky(fail_times: int) -> Callable[[], Any]:
-        async def op() -> str:
-            calls[0] += 1
-            if calls[0] <= fail_times:
-                raise DatabaseUnavailableError("down")
-            return "ok"
-
-        return op
-
-    result = await retry_with_backoff(
-        flaky(3), what="read", max_delay_seconds=1.5, sleep=fake_sleep, jitter=lambda: 1.0
-    )
-    assert result == "ok"
-    assert sleeps == [0.5, 1.0, 1.5]
-    calls[0], sleeps[:] = 0, []
-    with pytest.raises(DatabaseUnavailableError, match="read: still failing after 4 attempts"):
-        await retry_with_backoff(flaky(10), what="read", max_attempts=4, sleep=fake_sleep, jitter=lambda: 1.0)
-    assert len(sleeps) == 3
-
-    async def exhausted() -> None:
-        raise PoolExhaustedError("full")
-
-    with pytest.raises(PoolExhaustedError):
-        await retry_with_backoff(exhausted, what="read", sleep=fake_sleep)
 
 
 async def test_read_with_retry_recovers_after_connections_are_killed(postgres_url: str) -> None:

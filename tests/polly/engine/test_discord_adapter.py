@@ -14,6 +14,7 @@ import discord.http
 import pytest
 from pydantic import SecretStr
 
+from polly.clock import Backoff, FakeClock
 from polly.engine.discord_adapter import DiscordGateway, reaction_route_emoji, to_reaction_event
 from polly.engine.gateway import AllowedMentions, Embed, EmbedField, Gateway, ReactionEvent
 from polly.errors import ForbiddenError, GatewayError, NotFoundError, RateLimitedError, ServerError
@@ -74,6 +75,23 @@ EMBED = Embed(
     footer="closes soon",
     timestamp=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
 )
+
+
+async def test_an_unreachable_login_is_retried_on_the_injected_backoff_and_clock(
+    fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)  # restored afterwards
+    clock = FakeClock()
+    backoff = Backoff(initial=0.5, multiplier=3.0, cap=4.0)
+    gateway = DiscordGateway(SecretStr("t0ken-value"), api_base=fake.base, backoff=backoff, clock=clock)
+    fake.fail(503, match="/users/@me", times=3)  # discord.py does not retry a 503 itself
+    try:
+        await gateway._login_until_reachable()
+        assert gateway.bot_user_id == BOT_ID
+    finally:
+        await gateway.close()
+    assert list(clock.sleeps) == [0.5, 1.5, 4.0]
+    assert gateway.stats().outages == 1
 
 
 def test_the_adapter_satisfies_the_protocol(gw: DiscordGateway) -> None:

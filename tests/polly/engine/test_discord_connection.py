@@ -13,7 +13,9 @@ import discord.voice_client
 import pytest
 from pydantic import SecretStr
 
+from polly.clock import Backoff, FakeClock
 from polly.engine.discord_adapter import DiscordGateway, DiscordRefusedError
+from polly.engine.discord_connection import GATEWAY_BACKOFF
 from polly.engine.discord_health import GatewayHealth
 from polly.stats import GatewayStats, StatsRegistry
 from tests.discord_standin import DiscordStandin
@@ -107,14 +109,16 @@ async def test_final_close_codes_go_to_on_fatal(standin: DiscordStandin, code: i
 async def test_an_unreachable_gateway_is_one_outage_with_backoff(
     standin: DiscordStandin, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Attempts wait the gateway's backoff on the injected clock (1, 2, 4 s ...), never real time."""
     caplog.set_level(logging.INFO)
     standin.gateway.accepting = False
-    gateway = DiscordGateway(SecretStr(standin.token), api_base=standin.api_base, registry=None)
+    clock = FakeClock()
+    gateway = DiscordGateway(SecretStr(standin.token), api_base=standin.api_base, registry=None, clock=clock)
     runner = asyncio.ensure_future(gateway.start())
     try:
-        await _until(lambda: gateway.stats().state == "down")
-        assert gateway.health.status().startswith("gateway down since")
-        await asyncio.sleep(2.5)
+        await _until(lambda: len(clock.sleeps) >= 3)
+        assert gateway.stats().state == "down"
+        assert gateway.health.status().startswith("gateway down since 12:00:00 UTC")  # the fake's wall time
         standin.gateway.accepting = True
         await asyncio.wait_for(gateway.wait_until_ready(), 20)
         s = gateway.stats()
@@ -122,10 +126,17 @@ async def test_an_unreachable_gateway_is_one_outage_with_backoff(
     finally:
         await gateway.close()
         await runner
+    waits = list(clock.sleeps)
+    assert waits == [GATEWAY_BACKOFF.delay(n) for n in range(1, len(waits) + 1)]
+    assert waits[:3] == [1.0, 2.0, 4.0]
     assert caplog.text.count("Discord unreachable since") == 1
     assert caplog.text.count("Discord reachable again") == 1
     assert "Attempting a reconnect" not in caplog.text
     assert "AttributeError" not in caplog.text
+
+
+def test_the_gateway_backoff_doubles_from_one_second_to_a_minute() -> None:
+    assert Backoff(initial=1.0, multiplier=2.0, cap=60.0, jitter=0.0) == GATEWAY_BACKOFF
 
 
 def test_health_says_each_outage_once_and_summarises_while_it_lasts(caplog: pytest.LogCaptureFixture) -> None:
