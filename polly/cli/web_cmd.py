@@ -18,7 +18,8 @@ async def _serve(settings: object) -> None:
     from polly.config import Settings
     from polly.db.engine import Database
     from polly.engine.runner import prepare_database
-    from polly.supervisor import Supervisor
+    from polly.redis import close_redis, open_redis
+    from polly.supervisor import Supervisor, ready_at_once
     from polly.web.serve import missing_settings, serve_web
 
     assert isinstance(settings, Settings)
@@ -35,18 +36,23 @@ async def _serve(settings: object) -> None:
     try:
         await asyncio.to_thread(prepare_database, database)
         database.open()
+        # the dashboard's sessions and caches share the process's one Redis pool, as under `polly run`
+        redis = await open_redis(settings.redis) if settings.redis.enabled else None
         timeout = settings.engine.shutdown_timeout_seconds
         async with Supervisor(name="polly-web", shutdown_timeout_seconds=timeout) as sup:
             serve_web(
                 settings.model_copy(update={"web": settings.web.model_copy(update={"enabled": True})}),
                 database,
-                None,
+                redis,
                 sup,
             )
+            if redis is not None:
+                sup.start_loop("redis-probe", ready_at_once(redis.probe_loop))
             await sup.wait_ready(settings.engine.startup_timeout_seconds)
             await stop.wait()
             await sup.shutdown(timeout)
     finally:
+        await close_redis()
         await database.dispose()
 
 

@@ -12,7 +12,7 @@ database is read unchanged and rows polly writes keep upstream's conventions:
 Defaults are client-side as upstream's; the same defaults are also declared server-side (what upstream's
 SQLite migrations create: ``DEFAULT CURRENT_TIMESTAMP`` on ``created_at``, ``voted_at``, ``updated_at`` and
 ``applied_at``, rendered as UTC on every dialect by :class:`UtcNow`), so raw inserts that omit a column get
-upstream's value too. The only additions are four indexes on the columns the hot paths filter by (see
+upstream's value too. The only additions are five indexes on the columns the hot paths filter by (see
 :data:`HOT_PATH_INDEXES`).
 
 Model behaviour is upstream's, including its edges: :meth:`Poll.get_winner` gives every option index when
@@ -49,6 +49,8 @@ STATUSES: Final = frozenset({STATUS_SCHEDULED, STATUS_ACTIVE, STATUS_CLOSED})
 HOT_PATH_INDEXES: Final[tuple[tuple[str, str, tuple[str, ...]], ...]] = (
     ("polls", "ix_polls_status", ("status",)),
     ("polls", "ix_polls_message_id", ("message_id",)),
+    # the dashboard's list: a server's polls in one status, newest first, one page at a time
+    ("polls", "ix_polls_server_id_status_id", ("server_id", "status", "id")),
     ("votes", "ix_votes_poll_id_user_id", ("poll_id", "user_id")),
     ("user_preferences", "ix_user_preferences_user_id", ("user_id",)),
 )
@@ -172,6 +174,7 @@ class Poll(Base):
     __table_args__ = (
         Index("ix_polls_status", "status"),
         Index("ix_polls_message_id", "message_id"),
+        Index("ix_polls_server_id_status_id", "server_id", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, index=True)

@@ -99,7 +99,7 @@ def create_app(
         ttl_seconds=web.discord_cache_ttl_seconds,
         max_entries=web.discord_cache_max_entries,
     )
-    signin = SignIn(web, api)
+    signin = SignIn(web, api, redis)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     state = WebState(settings, database, redis, api, signin, Access(api, web.super_admins()), templates)
     app = Starlette(
@@ -114,6 +114,7 @@ def create_app(
                 https_only=web.redirect_uri.startswith("https://"),
             ),
             Middleware(_ContainErrors),
+            Middleware(_ResolveMember),
         ],
         exception_handlers={HTTPException: _http_error},
     )
@@ -167,7 +168,7 @@ async def callback(request: Request) -> Response:
 
 async def logout(request: Request) -> Response:
     await checked_form(request)
-    state_of(request).signin.logout(request)
+    await state_of(request).signin.logout(request)
     return redirect("/")
 
 
@@ -227,6 +228,19 @@ class _ContainErrors:
             message = "something went wrong; it was logged"
             page = web.render(request, "error.html", {"status": 500, "message": message}, status=500)
             await page(scope, receive, send)
+
+
+class _ResolveMember:
+    """Looks up the session's member (an await: the token may be in Redis) before the handler."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            request = Request(scope)
+            await state_of(request).signin.resolve(request)
+        await self.app(scope, receive, send)
 
 
 def _route_of(scope: Scope) -> str:

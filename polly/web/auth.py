@@ -5,7 +5,9 @@ The session is Starlette's signed cookie (itsdangerous, keyed by ``SECRET_KEY``)
 ``SameSite=Lax``, ``Secure`` when the redirect URI is https, expiring after
 ``web.session_max_age_seconds``; a forged or expired cookie is simply no session. It carries the
 member's id and name, a random session id and the CSRF token, never the Discord access token: that
-stays in this process, in a bounded TTL cache keyed by the session id (a restart signs everyone out).
+is kept by :class:`~polly.web.sessions.SessionTokens` (encrypted in Redis, so sessions survive a
+restart; in the process alone without Redis). The token of a request's session is looked up once,
+before its handler runs (:meth:`SignIn.resolve`).
 
 Every state-changing request is a POST carrying the session's CSRF token (form field
 ``csrf_token`` or header ``X-CSRF-Token``); :func:`checked_form` refuses it otherwise.
@@ -19,7 +21,6 @@ import secrets
 import warnings
 from typing import Any
 
-from cachetools import TTLCache
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -28,6 +29,7 @@ from starlette.responses import RedirectResponse, Response
 from polly.config import WebSettings
 from polly.web.access import Member
 from polly.web.discord_api import DiscordApi, DiscordApiError
+from polly.web.sessions import SessionTokens
 
 with warnings.catch_warnings():
     # Authlib 1.9 announces a future move of its httpx integration (today's is the documented one);
@@ -39,14 +41,13 @@ with warnings.catch_warnings():
 
 logger = logging.getLogger("polly.web")
 SCOPES = "identify guilds"
-MAX_SESSIONS = 10_000
 FORM_ALLOWANCE_BYTES = 1024 * 1024  # the form's other fields, beside one image
 
 
 class SignIn:
     """The OAuth2 client and the tokens of signed-in sessions."""
 
-    def __init__(self, settings: WebSettings, api: DiscordApi) -> None:
+    def __init__(self, settings: WebSettings, api: DiscordApi, redis: Any = None) -> None:
         assert settings.client_id is not None
         assert settings.client_secret is not None
         self.settings = settings
@@ -62,7 +63,10 @@ class SignIn:
             client_kwargs={"scope": SCOPES, "token_endpoint_auth_method": "client_secret_post"},
         )
         self.client: Any = self._oauth.create_client("discord")
-        self.tokens: TTLCache[str, str] = TTLCache(MAX_SESSIONS, settings.session_max_age_seconds)
+        assert settings.secret_key is not None
+        self.tokens = SessionTokens(
+            settings.secret_key.get_secret_value(), settings.session_max_age_seconds, redis
+        )
 
     async def login(self, request: Request) -> Response:
         response: Response = await self.client.authorize_redirect(request, self.settings.redirect_uri)
@@ -94,28 +98,34 @@ class SignIn:
         name = str(me.get("global_name") or me.get("username") or me["id"])
         member = Member(str(me["id"]), name, access)
         sid = secrets.token_urlsafe(24)
-        self.tokens[sid] = access
+        await self.tokens.put(sid, access)
         request.session.clear()
         request.session.update(
             {"uid": member.id, "name": name, "sid": sid, "csrf": secrets.token_urlsafe(32)}
         )
         return member, me.get("avatar")
 
-    def member(self, request: Request) -> Member | None:
-        """The signed-in member of this request, ``None`` without a (valid, live) session."""
+    async def resolve(self, request: Request) -> None:
+        """Look up the session's token once per request, for :meth:`member`."""
+        request.state.polly_member = None
         session = request.session
         sid, uid = session.get("sid"), session.get("uid")
         if not isinstance(sid, str) or not isinstance(uid, str):
-            return None
-        token = self.tokens.get(sid)
-        if token is None:
-            return None
-        return Member(uid, str(session.get("name", uid)), token)
+            return
+        token = await self.tokens.get(sid)
+        if token is not None:
+            request.state.polly_member = Member(uid, str(session.get("name", uid)), token)
 
-    def logout(self, request: Request) -> None:
+    def member(self, request: Request) -> Member | None:
+        """The signed-in member of this request, ``None`` without a (valid, live) session."""
+        member = getattr(request.state, "polly_member", None)
+        return member if isinstance(member, Member) else None
+
+    async def logout(self, request: Request) -> None:
         sid = request.session.get("sid")
         if isinstance(sid, str):
-            self.tokens.pop(sid, None)
+            await self.tokens.drop(sid)
+        request.state.polly_member = None
         request.session.clear()
 
 

@@ -70,11 +70,13 @@ def web_settings(discord: DiscordStandin, db_url: str, image_root: Path, **extra
 
 
 @asynccontextmanager
-async def dashboard(settings: Settings) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient, Database]]:
+async def dashboard(
+    settings: Settings, redis: object = None
+) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient, Database]]:
     database = Database(settings.database)
     create_schema(database.sync_engine)
     database.open()
-    app = create_app(settings, database)
+    app = create_app(settings, database, redis)
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:

@@ -87,3 +87,47 @@ def test_polly_web_refuses_to_start_without_its_variables(tmp_path: Path) -> Non
     assert result.exit_code == 1
     assert "polly: the dashboard needs DISCORD_CLIENT_ID, DISCORD_CLIENT_SECRET, SECRET_KEY" in result.output
     assert "Traceback" not in result.output
+
+
+async def test_polly_web_keeps_sessions_in_the_process_redis_pool(
+    world: World, sqlite_url: str, tmp_path: Path, redis_url: str
+) -> None:
+    import asyncio
+    import os
+    import signal
+
+    import redis as redis_sync
+
+    from polly import redis as polly_redis
+    from polly.cli.web_cmd import _serve
+    from polly.web.sessions import KEY_PREFIX
+    from tests.web.support import sign_in
+
+    port = _port()
+    settings = web_settings(
+        world.discord, sqlite_url, tmp_path, POLLY_WEB__HOST="127.0.0.1", POLLY_WEB__PORT=str(port),
+        POLLY_REDIS__ENABLED="true", REDIS_URL=redis_url,
+    )  # fmt: skip
+    settings = settings.model_copy(
+        update={
+            "web": settings.web.model_copy(update={"redirect_uri": f"http://127.0.0.1:{port}/auth/callback"})
+        }
+    )
+    async with asyncio.timeout(30), asyncio.TaskGroup() as tasks:
+        tasks.create_task(_serve(settings))
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                for _ in range(100):
+                    try:
+                        await client.get("/")
+                        break
+                    except httpx.ConnectError:
+                        await asyncio.sleep(0.05)
+                connector = polly_redis.current_redis()
+                assert connector is not None  # the dashboard opened the process's one pool
+                await sign_in(client, world.discord, world.manager)
+                assert (await client.get("/servers")).status_code == 200
+            assert len(redis_sync.Redis.from_url(redis_url).keys(f"{KEY_PREFIX}*")) == 1
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # _serve's own handler: stop, as an operator would
+    assert polly_redis.current_redis() is None  # closed at shutdown

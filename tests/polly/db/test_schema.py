@@ -13,7 +13,13 @@ from polly.db.urls import driver_url
 from polly.errors import SchemaError
 from tests.polly.db.upstream import RawDB, create_upstream_schema, kind_of
 
-HOT = {"ix_polls_status", "ix_polls_message_id", "ix_votes_poll_id_user_id", "ix_user_preferences_user_id"}
+HOT = {
+    "ix_polls_status",
+    "ix_polls_message_id",
+    "ix_polls_server_id_status_id",
+    "ix_votes_poll_id_user_id",
+    "ix_user_preferences_user_id",
+}
 
 
 def snapshot(url: str) -> dict[str, Any]:
