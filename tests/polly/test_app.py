@@ -20,7 +20,11 @@ from polly.supervisor import Supervisor
 
 
 def _settings(tmp_path: Path, **env: str) -> Settings:
-    base = {"DISCORD_TOKEN": "x", "DATABASE_URL": f"sqlite:///{tmp_path}/app.db", "POLLY_REDIS__ENABLED": "false"}
+    base = {
+        "DISCORD_TOKEN": "x",
+        "DATABASE_URL": f"sqlite:///{tmp_path}/app.db",
+        "POLLY_REDIS__ENABLED": "false",
+    }
     return load_settings(environ={**base, **env}, cwd=tmp_path)
 
 
