@@ -108,7 +108,11 @@ def test_telemetry_plugins_are_started_for_the_owner_to_run(tmp_path: Path) -> N
         name = "fake"
 
         def load(self) -> Any:
-            return lambda settings, **kw: calls.append(kw) or _Handle()
+            def plugin(settings: Settings, **kw: Any) -> _Handle:
+                calls.append(kw)
+                return _Handle()
+
+            return plugin
 
     class _Broken(_Ep):
         name = "broken"
