@@ -13,8 +13,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
 
-from polly.db.poll_rows import PollView
 from polly.clock import Backoff
+from polly.db.poll_rows import PollView
 from polly.engine.embeds import poll_embed, results_message
 from polly.engine.gateway import AllowedMentions, Gateway
 from polly.engine.store import PollStore
