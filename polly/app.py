@@ -1,7 +1,8 @@
 """The one place a running polly is assembled from its settings.
 
-``polly run`` (against Discord or the sandbox), the soak's replicas, ``polly web`` and the ``polly
-poll`` commands all start here, so a process holds exactly one of each resource:
+``polly run`` (against Discord or the sandbox), the soak's replicas and ``polly web`` start with
+:func:`open_app`, the ``polly poll`` commands with :func:`open_database`, so a process holds
+exactly one of each resource:
 
 * the :class:`~polly.db.engine.Database` (one sync and one async pool), prepared (a fresh database
   gets upstream's schema; an unusable one is refused, naming ``polly db upgrade``) and made the
@@ -23,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -113,6 +114,17 @@ async def open_app(
                 handle.shutdown()
         await close_redis()
         await current_database.dispose_database()
+
+
+@contextlib.contextmanager
+def open_database(settings: Settings) -> Iterator[Database]:
+    """The process's one database for a short synchronous command (``polly poll ...``): made the
+    process's, never prepared (a command does not create a schema), disposed on the way out."""
+    database = current_database.configure_database(settings.database)
+    try:
+        yield database
+    finally:
+        current_database.dispose_database_sync()
 
 
 def start_telemetry(settings: Settings, plugins: Callable[[], Any] | None = None) -> list[Any]:

@@ -49,6 +49,15 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyt
 
 
 @pytest.fixture(autouse=True)
+def _no_process_database_left() -> Iterator[None]:
+    """The process's one database (polly.db.current) does not outlive the test that configured it."""
+    yield
+    from polly.db import current
+
+    current.dispose_database_sync()
+
+
+@pytest.fixture(autouse=True)
 def _no_redis_pool_left_open() -> Iterator[None]:
     """polly has one Redis pool per process: a test that leaves it open fails here, not in a later test."""
     yield

@@ -19,6 +19,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
+from polly.app import open_database
 from polly.cli.main import config_option, settings_or_exit
 from polly.db.engine import Database, describe_connect_error
 from polly.db.models import STATUSES, utcnow_naive
@@ -48,24 +49,22 @@ def _database(config_path: Path | None) -> Iterator[Database]:
     file = parsed.database if backend_of(parsed) == "sqlite" else None
     if file not in (None, "", ":memory:") and not Path(str(file)).exists():  # connecting would create it
         _fail(f"no database file at {parsed.database} (run `polly db upgrade` to create it)")
-    database = Database(settings.database)
-    try:
-        report = check_schema(database.sync_engine)
-        if report.detected_version is None:
-            _fail(
-                f"the database {database.redacted_url} is empty: run `polly db upgrade` to create the schema"
-            )
-        if not report.usable:
-            findings = "; ".join(report.lines()[2:])
-            shown = database.redacted_url
-            _fail(f"the database {shown} cannot be used as it is ({findings}); run `polly db upgrade`")
-        yield database
-    except PollyError as err:
-        _fail(str(err))
-    except SQLAlchemyError as err:  # e.g. the connection dropped mid-command: nothing was committed
-        _fail(f"database error on {database.redacted_url}: {describe_connect_error(err, parsed.password)}")
-    finally:
-        database.dispose_sync()
+    with open_database(settings) as database:
+        try:
+            report = check_schema(database.sync_engine)
+            if report.detected_version is None:
+                shown = database.redacted_url
+                _fail(f"the database {shown} is empty: run `polly db upgrade` to create the schema")
+            if not report.usable:
+                findings = "; ".join(report.lines()[2:])
+                shown = database.redacted_url
+                _fail(f"the database {shown} cannot be used as it is ({findings}); run `polly db upgrade`")
+            yield database
+        except PollyError as err:
+            _fail(str(err))
+        except SQLAlchemyError as err:  # e.g. the connection dropped mid-command: nothing was committed
+            detail = describe_connect_error(err, parsed.password)
+            _fail(f"database error on {database.redacted_url}: {detail}")
 
 
 def _run(config_path: Path | None, work: Callable[[Database], T]) -> T:

@@ -15,12 +15,10 @@ from polly.errors import PollyError
 
 
 async def _serve(settings: object) -> None:
+    from polly.app import open_app
     from polly.config import Settings
-    from polly.db.engine import Database
-    from polly.engine.runner import prepare_database
-    from polly.redis import close_redis, open_redis
-    from polly.supervisor import Supervisor, ready_at_once
-    from polly.web.serve import missing_settings, serve_web
+    from polly.supervisor import Supervisor
+    from polly.web.serve import missing_settings
 
     assert isinstance(settings, Settings)
     missing = missing_settings(settings)
@@ -32,28 +30,14 @@ async def _serve(settings: object) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    database = Database(settings.database)
-    try:
-        await asyncio.to_thread(prepare_database, database)
-        database.open()
-        # the dashboard's sessions and caches share the process's one Redis pool, as under `polly run`
-        redis = await open_redis(settings.redis) if settings.redis.enabled else None
+    # the process's one database and Redis pool (the dashboard's sessions live there), and telemetry
+    async with open_app(settings, telemetry=True) as app:
         timeout = settings.engine.shutdown_timeout_seconds
         async with Supervisor(name="polly-web", shutdown_timeout_seconds=timeout) as sup:
-            serve_web(
-                settings.model_copy(update={"web": settings.web.model_copy(update={"enabled": True})}),
-                database,
-                redis,
-                sup,
-            )
-            if redis is not None:
-                sup.start_loop("redis-probe", ready_at_once(redis.probe_loop))
+            app.supervise(sup, web=True)
             await sup.wait_ready(settings.engine.startup_timeout_seconds)
             await stop.wait()
             await sup.shutdown(timeout)
-    finally:
-        await close_redis()
-        await database.dispose()
 
 
 @click.command()

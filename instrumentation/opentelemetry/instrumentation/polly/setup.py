@@ -5,7 +5,7 @@
     [project.entry-points."polly.telemetry"]
     otel = "opentelemetry.instrumentation.polly.setup:start_telemetry"
 
-``start_telemetry(settings, *, loop=None) -> TelemetryHandle`` reads
+``start_telemetry(settings, *, loop=None, run_by_owner=False) -> TelemetryHandle`` reads
 ``settings.general.monitoring``:
 
 * ``otlp.endpoint`` set: a periodic OTLP exporter (``grpc`` or ``http/protobuf``; headers,
@@ -29,9 +29,11 @@
 
 The handle (:class:`TelemetryHandle`):
 
-* ``loop`` given (or a loop running in the calling thread): the census and loop-side samplers are
-  scheduled on it, thread-safely. Otherwise the owner must run ``await handle.run()`` (in polly, a
-  supervised task); until then no census is taken (other metrics work).
+* ``run_by_owner=True`` (what polly passes): nothing is scheduled; the owner runs
+  ``await handle.run()`` (in polly, a supervised loop, awaited at shutdown like every other). Else,
+  with ``loop`` given (or a loop running in the calling thread), the census and loop-side samplers
+  are scheduled on it as a task of the handle's own, thread-safely; with neither, until the owner
+  awaits ``handle.run()`` no census is taken (other metrics work).
 * ``handle.run()``: the loop-side work (census every ``memory_profiling.interval_seconds``, RSS and
   task sampling, gc pause draining), until cancelled. Never raises on its own.
 * ``handle.register_engine(engine, name=None)`` / ``handle.register_redis_pool(pool, name=None)``.
@@ -208,6 +210,7 @@ def start_telemetry(
     *,
     loop: asyncio.AbstractEventLoop | None = None,
     sources: Sequence[StatsSource] | None = None,
+    run_by_owner: bool = False,
 ) -> TelemetryHandle:
     """Build the MeterProvider and every signal from ``settings``; see the module docstring."""
     monitoring = settings.general.monitoring
@@ -249,7 +252,7 @@ def start_telemetry(
         provider,
         Options.from_monitoring(monitoring),
         installed_sources() if sources is None else sources,
-        loop or _running_loop(),
+        None if run_by_owner else loop or _running_loop(),
         thread_fallback=False,
     )
     return TelemetryHandle(provider, telemetry, exporter, server)
