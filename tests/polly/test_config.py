@@ -322,3 +322,15 @@ def test_a_polly_name_beats_upstreams_and_the_environment_beats_dotenv(tmp_path:
     assert (s.database.pool_size, s.database.max_overflow) == (7, 2)
     text = problems(tmp_path, env={"DB_POOL_SIZE": "0"})
     assert "database.pool_size (from DB_POOL_SIZE): 0 is out of range" in text
+
+
+def test_monitoring_enabled_reads_as_written_and_otel_sdk_disabled_inverts_it(tmp_path: Path) -> None:
+    base = {"DISCORD_TOKEN": "x"}
+    for env, expected in (
+        ({"POLLY_GENERAL__MONITORING__ENABLED": "true"}, True),
+        ({"POLLY_GENERAL__MONITORING__ENABLED": "false"}, False),
+        ({"OTEL_SDK_DISABLED": "true"}, False),
+        ({"OTEL_SDK_DISABLED": "false"}, True),
+    ):
+        settings = load_settings(environ={**base, **env}, cwd=tmp_path)
+        assert settings.general.monitoring.enabled is expected, env
