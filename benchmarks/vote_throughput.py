@@ -6,13 +6,20 @@ into polly's :class:`~polly.engine.service.Engine`, on SQLite, PostgreSQL and Ma
 database:
 
 * the highest offered rate (events/s, from a ladder) held for ``--hold`` seconds with 0 events shed;
-* p50/p99 event-to-commit latency at 1 000 events/s;
-* the longest event-loop stall (a 5 ms sleep probe) and the peak server connections;
+* p50/p99 event-to-commit latency at 1 000 events/s, timed per event from its offer to the engine's
+  outcome report after the commit (the events carry ``received_at``, so the very object offered is
+  the one reported; the count of events timed is printed beside);
+* the longest event-loop stall (a 5 ms sleep probe on the engine's own loop), the peak server
+  connections and the process's CPU (all threads) as a share of one core;
 * two anchors measured in the same run, as capacity on a backlog (events applied per second):
   the previous per-event path (one transaction per event, 4 workers; ``per_event_anchor``) and
   upstream's per-vote pattern (a new sync session per vote, on the event loop), with the ratios.
 
     uv run python benchmarks/vote_throughput.py [--quick] [--databases sqlite,postgres,mariadb]
+        [--ladder 1000,3000] [--hold 30] [--latency-seconds 15] [--no-anchors]
+
+The load averages are printed with each figure: on a shared machine they say how much CPU the run
+had to compete for.
 
 ``POLLY_BENCH_POSTGRES_URL`` / ``POLLY_BENCH_MARIADB_URL`` name the servers (defaults: the local
 ones); a database ``polly_bench_<random>`` is created and dropped on each.
