@@ -69,8 +69,6 @@ PG = os.environ.get("POLLY_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1
 MARIA = os.environ.get("POLLY_BENCH_MARIADB_URL", "mysql://root@127.0.0.1:3306/test")
 POLLS, VOTERS, BOT = 50, 5000, 1
 EMOJIS = ["🇦", "🇧", "🇨", "🇩"]
-#: ``--serial-sqlite-writes``: one vote transaction at a time on SQLite (``VoteProcessor.serial_writes``).
-SERIAL_SQLITE = [False]
 
 
 class SyntheticGateway:
@@ -226,7 +224,6 @@ async def offered_run(url: str, rate: float, seconds: float) -> dict[str, float]
             latencies.append(time.perf_counter() - entry[1])
 
     engine = Engine(settings, database, gateway, on_outcome=on_outcome)  # type: ignore[arg-type]
-    engine.votes.serial_writes = SERIAL_SQLITE[0] and database.backend == "sqlite"
     rng = random.Random(1)
     worst, peak = [0.0], [0]
     async with Supervisor(name="bench", registry=None) as sup:
@@ -327,7 +324,6 @@ async def polly_capacity(url: str, seconds: float) -> float:
     database = Database(settings.database)
     gateway = SyntheticGateway(settings.engine.vote_queue_max)
     engine = Engine(settings, database, gateway)  # type: ignore[arg-type]
-    engine.votes.serial_writes = SERIAL_SQLITE[0] and database.backend == "sqlite"
     rng = random.Random(4)
     async with Supervisor(name="cap", registry=None) as sup:
         engine.start(sup)
@@ -398,11 +394,7 @@ def main() -> None:
     parser.add_argument("--ladder", type=rates, help="offered rates, events/s (default 1000,2000,…,8000)")
     parser.add_argument("--latency-seconds", type=float, help="seconds of the 1 000 ev/s run (default 15)")
     parser.add_argument("--no-anchors", action="store_true", help="skip the capacity anchors")
-    parser.add_argument(
-        "--serial-sqlite-writes", action="store_true", help="one vote transaction at a time on SQLite"
-    )
     args = parser.parse_args()
-    SERIAL_SQLITE[0] = args.serial_sqlite_writes
     if args.hold is None:
         args.hold = 5.0 if args.quick else 30.0
     if args.ladder is None:

@@ -104,7 +104,6 @@ class VoteProcessor:
         batch_size: int = 500,
         flush_seconds: float = 0.01,
         on_lost: Callable[[int], None] | None = None,
-        serial_writes: bool = False,
     ) -> None:
         self._store = store
         self._gateway = gateway
@@ -118,11 +117,6 @@ class VoteProcessor:
         self.batch_size = batch_size
         self.flush_seconds = flush_seconds
         self.stats = VoteStats()
-        #: One vote transaction at a time (for SQLite, whose writers take turns on the file lock
-        #: anyway: a writer that finds it taken sleeps in SQLite's busy handler, 1 to 100 ms a try,
-        #: while here the next batch simply grows until the previous one commits).
-        self.serial_writes = serial_writes
-        self._write_turn = asyncio.Lock()
         self._queues: list[asyncio.Queue[ReactionEvent]] = []
         self._in_flight = 0
         self._monotonic = monotonic
@@ -190,11 +184,7 @@ class VoteProcessor:
             )
             for _, e in accepted
         ]  # fmt: skip
-        if self.serial_writes:
-            async with self._write_turn:
-                outcomes = await self._store.apply_votes(commands, now=self._clock())
-        else:
-            outcomes = await self._store.apply_votes(commands, now=self._clock())
+        outcomes = await self._store.apply_votes(commands, now=self._clock())
         for n, ((i, event), outcome) in enumerate(zip(accepted, outcomes, strict=True)):
             results[i] = outcome
             await self._after(event, outcome, inline=inline)
