@@ -6,13 +6,20 @@ into polly's :class:`~polly.engine.service.Engine`, on SQLite, PostgreSQL and Ma
 database:
 
 * the highest offered rate (events/s, from a ladder) held for ``--hold`` seconds with 0 events shed;
-* p50/p99 event-to-commit latency at 1 000 events/s;
-* the longest event-loop stall (a 5 ms sleep probe) and the peak server connections;
+* p50/p99 event-to-commit latency at 1 000 events/s, timed per event from its offer to the engine's
+  outcome report after the commit (the events carry ``received_at``, so the very object offered is
+  the one reported; the count of events timed is printed beside);
+* the longest event-loop stall (a 5 ms sleep probe on the engine's own loop), the peak server
+  connections and the process's CPU (all threads) as a share of one core;
 * two anchors measured in the same run, as capacity on a backlog (events applied per second):
   the previous per-event path (one transaction per event, 4 workers; ``per_event_anchor``) and
   upstream's per-vote pattern (a new sync session per vote, on the event loop), with the ratios.
 
     uv run python benchmarks/vote_throughput.py [--quick] [--databases sqlite,postgres,mariadb]
+        [--ladder 1000,3000] [--hold 30] [--latency-seconds 15] [--no-anchors]
+
+The load averages are printed with each figure: on a shared machine they say how much CPU the run
+had to compete for.
 
 ``POLLY_BENCH_POSTGRES_URL`` / ``POLLY_BENCH_MARIADB_URL`` name the servers (defaults: the local
 ones); a database ``polly_bench_<random>`` is created and dropped on each.
@@ -178,12 +185,15 @@ def seed(url: str) -> None:
     database.dispose_sync()
 
 
-def random_event(rng: random.Random) -> ReactionEvent:
+def random_event(rng: random.Random, *, stamp: bool = False) -> ReactionEvent:
+    """A random add (or, on multiple-choice polls, 30 % removes); ``stamp`` sets ``received_at`` as a
+    gateway adapter does, so the queue passes this very object on."""
     poll = rng.randrange(POLLS)
     kind = "remove" if poll % 2 == 1 and rng.random() < 0.3 else "add"
     return ReactionEvent(
-        kind, 1, 10 + poll % 5, 1000 + poll, 100 + rng.randrange(VOTERS), rng.choice(EMOJIS), is_bot=False
-    )
+        kind, 1, 10 + poll % 5, 1000 + poll, 100 + rng.randrange(VOTERS), rng.choice(EMOJIS), is_bot=False,
+        received_at=utcnow_naive() if stamp else None,
+    )  # fmt: skip
 
 
 async def server_connections(database: Database) -> int:
@@ -203,13 +213,15 @@ async def offered_run(url: str, rate: float, seconds: float) -> dict[str, float]
     settings = load_settings(environ={"DATABASE_URL": url, "POLLY_REDIS__ENABLED": "false"})
     database = Database(settings.database)
     gateway = SyntheticGateway(settings.engine.vote_queue_max)
-    offered_at: dict[int, float] = {}
+    # Keyed by the event object's id while the entry keeps the event alive (so no id is reused):
+    # the events carry ``received_at``, so the queue and the dispatcher pass the same object on.
+    offered_at: dict[int, tuple[ReactionEvent, float]] = {}
     latencies: list[float] = []
 
     def on_outcome(event: ReactionEvent, _outcome: object) -> None:
-        t = offered_at.pop(id(event), None)
-        if t is not None:
-            latencies.append(time.perf_counter() - t)
+        entry = offered_at.pop(id(event), None)
+        if entry is not None:
+            latencies.append(time.perf_counter() - entry[1])
 
     engine = Engine(settings, database, gateway, on_outcome=on_outcome)  # type: ignore[arg-type]
     rng = random.Random(1)
@@ -232,15 +244,16 @@ async def offered_run(url: str, rate: float, seconds: float) -> dict[str, float]
 
         sup.start_loop("probe", lambda ready: (ready.ready(), probe())[1])
         sup.start_loop("connections", lambda ready: (ready.ready(), connections())[1])
-        start, sent = time.perf_counter(), 0
+        start, sent, cpu = time.perf_counter(), 0, time.process_time()
         while (elapsed := time.perf_counter() - start) < seconds:
             for _ in range(int(elapsed * rate) - sent):
-                event = random_event(rng)
-                offered_at[id(event)] = time.perf_counter()
+                event = random_event(rng, stamp=True)
+                offered_at[id(event)] = (event, time.perf_counter())
                 gateway.queue.offer(event)
                 sent += 1
             await asyncio.sleep(0.005)
         await engine.drain(30)
+        cpu = (time.process_time() - cpu) / (time.perf_counter() - start)
         shed = gateway.event_stats().dropped
         await sup.shutdown(10)
     engine.close()
@@ -249,7 +262,7 @@ async def offered_run(url: str, rate: float, seconds: float) -> dict[str, float]
     return {
         "rate": rate, "sent": sent, "shed": shed, "p50_ms": 1000 * statistics.median(lat),
         "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], "stall_ms": 1000 * worst[0],
-        "connections": peak[0],
+        "connections": peak[0], "measured": len(latencies), "cpu": cpu,
     }  # fmt: skip
 
 
@@ -327,46 +340,73 @@ async def polly_capacity(url: str, seconds: float) -> float:
     return rate
 
 
-async def bench(kind: str, hold: float, ladder: list[float]) -> None:
+async def bench(kind: str, args: argparse.Namespace) -> None:
     url, drop = make_database(kind)
     try:
         seed(url)
-        print(f"\n{kind}: {url.split('@')[-1]}")
-        anchor_seconds = 5.0 if hold < 30 else 10.0
-        capacity = await polly_capacity(url, anchor_seconds)
-        per_event = await per_event_capacity(url, anchor_seconds)
-        upstream = await upstream_capacity(url, anchor_seconds)
-        print(f"  capacity on a backlog: polly {capacity:,.0f} ev/s | per-event path {per_event:,.0f} ev/s "
-              f"(x{capacity / per_event:.1f}) | upstream per-vote session {upstream:,.0f} ev/s "
-              f"(x{capacity / upstream:.1f})")  # fmt: skip
-        at_1000 = await offered_run(url, 1000, min(hold, 15))
-        print(f"  at 1 000 ev/s: p50 {at_1000['p50_ms']:.1f} ms, p99 {at_1000['p99_ms']:.1f} ms, "
+        print(f"\n{kind}: {url.split('@')[-1]}  (load {load()})")
+        if not args.no_anchors:
+            anchor_seconds = 5.0 if args.hold < 30 else 10.0
+            capacity = await polly_capacity(url, anchor_seconds)
+            per_event = await per_event_capacity(url, anchor_seconds)
+            upstream = await upstream_capacity(url, anchor_seconds)
+            print(f"  capacity on a backlog: polly {capacity:,.0f} ev/s | per-event path "
+                  f"{per_event:,.0f} ev/s (x{capacity / per_event:.1f}) | upstream per-vote session "
+                  f"{upstream:,.0f} ev/s (x{capacity / upstream:.1f})")  # fmt: skip
+        at_1000 = await offered_run(url, 1000, args.latency_seconds)
+        print(f"  at 1 000 ev/s for {args.latency_seconds:.0f} s: p50 {at_1000['p50_ms']:.1f} ms, "
+              f"p99 {at_1000['p99_ms']:.1f} ms ({at_1000['measured']:,} events timed), "
               f"stall {at_1000['stall_ms']:.1f} ms, connections {at_1000['connections']}, "
-              f"shed {at_1000['shed']}")  # fmt: skip
+              f"shed {at_1000['shed']}, cpu {at_1000['cpu']:.0%} of a core  (load {load()})")  # fmt: skip
         held = 0.0
-        for rate in ladder:
-            r = await offered_run(url, rate, hold)
-            print(f"  offered {rate:,.0f} ev/s for {hold:.0f} s: shed {r['shed']}, p99 {r['p99_ms']:.0f} ms, "
-                  f"stall {r['stall_ms']:.0f} ms, connections {r['connections']}")  # fmt: skip
+        for rate in args.ladder:
+            r = await offered_run(url, rate, args.hold)
+            print(f"  offered {rate:,.0f} ev/s for {args.hold:.0f} s: shed {r['shed']}, "
+                  f"p99 {r['p99_ms']:.0f} ms, stall {r['stall_ms']:.0f} ms, connections {r['connections']}, "
+                  f"cpu {r['cpu']:.0%} of a core  (load {load()})")  # fmt: skip
             if r["shed"]:
                 break
             held = rate
-        print(f"  highest rate held {hold:.0f} s with 0 shed: {held:,.0f} ev/s")
+        if args.ladder:
+            print(f"  highest rate held {args.hold:.0f} s with 0 shed: {held:,.0f} ev/s")
     finally:
         drop()
 
 
+def load() -> str:
+    """The 1, 5 and 15 minute load averages (the machine may be shared)."""
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def rates(value: str) -> list[float]:
+    try:
+        return [float(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        msg = f"expected comma-separated events/s such as 1000,3000, got {value!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="5 s holds and a short ladder")
+    parser.add_argument("--quick", action="store_true", help="5 s holds and the ladder 1000,3000")
     parser.add_argument("--databases", default="sqlite,postgres,mariadb")
+    parser.add_argument("--hold", type=float, help="seconds each ladder rate is offered (default 30)")
+    parser.add_argument("--ladder", type=rates, help="offered rates, events/s (default 1000,2000,…,8000)")
+    parser.add_argument("--latency-seconds", type=float, help="seconds of the 1 000 ev/s run (default 15)")
+    parser.add_argument("--no-anchors", action="store_true", help="skip the capacity anchors")
     args = parser.parse_args()
-    hold = 5.0 if args.quick else 30.0
-    ladder = [1000.0, 3000.0] if args.quick else [1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 6000.0, 8000.0]
-    print(f"load before: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} cores")
+    if args.hold is None:
+        args.hold = 5.0 if args.quick else 30.0
+    if args.ladder is None:
+        args.ladder = (
+            [1000.0, 3000.0] if args.quick else [1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 6000.0, 8000.0]
+        )
+    if args.latency_seconds is None:
+        args.latency_seconds = min(args.hold, 15.0)
+    print(f"load before: {load()} (1/5/15 min), {os.cpu_count()} cores")
     for kind in args.databases.split(","):
-        asyncio.run(bench(kind.strip(), hold, ladder))
-    print(f"\nload after: {os.getloadavg()[0]:.2f} (1 min)")
+        asyncio.run(bench(kind.strip(), args))
+    print(f"\nload after: {load()}")
 
 
 if __name__ == "__main__":

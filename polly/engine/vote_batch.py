@@ -31,10 +31,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, cast
 
-from sqlalchemy import delete, insert, select, tuple_
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Table, delete, insert, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from polly.db.models import Poll, Vote
 from polly.db.poll_rows import PollView, poll_view
@@ -46,6 +46,9 @@ VoteAction = Literal[
     "ignored_stale",
 ]  # fmt: skip
 CHANGED_ACTIONS = frozenset({"created", "updated", "added", "removed"})
+#: The tables, used through Core on the session's connection: no ORM objects are built, tracked
+#: or synchronised (a batch reads and writes plain rows).
+_POLLS, _VOTES = cast("Table", Poll.__table__), cast("Table", Vote.__table__)
 #: Bound on the ids in one ``IN (…)`` list (SQLite's default variable limit is 32 766).
 _IN_CHUNK = 900
 
@@ -91,11 +94,11 @@ def _chunks(values: Sequence[str]) -> list[Sequence[str]]:
     return [values[i : i + _IN_CHUNK] for i in range(0, len(values), _IN_CHUNK)] or [[]]
 
 
-async def _polls(session: AsyncSession, message_ids: Sequence[str]) -> dict[str, PollView | CorruptPollError]:
+async def _polls(conn: AsyncConnection, message_ids: Sequence[str]) -> dict[str, PollView | CorruptPollError]:
     out: dict[str, PollView | CorruptPollError] = {}
     for chunk in _chunks(message_ids):
-        stmt = select(Poll).where(Poll.message_id.in_(chunk)).order_by(Poll.id).with_for_update()
-        for row in (await session.scalars(stmt)).all():
+        stmt = select(*_POLLS.c).where(_POLLS.c.message_id.in_(chunk)).order_by(_POLLS.c.id).with_for_update()
+        for row in await conn.execute(stmt):
             key = str(row.message_id)
             if key in out:  # two rows claiming one message: the oldest wins, as a LIMIT 1 by id would
                 continue
@@ -107,16 +110,17 @@ async def _polls(session: AsyncSession, message_ids: Sequence[str]) -> dict[str,
 
 
 async def _votes(
-    session: AsyncSession, pairs: Sequence[tuple[int, str]]
+    conn: AsyncConnection, pairs: Sequence[tuple[int, str]]
 ) -> dict[tuple[int, str], _UserVotes]:
     """The votes of exactly these (poll, user) pairs (a row-value ``IN``, served by the votes index)."""
     state: dict[tuple[int, str], _UserVotes] = {}
+    c = _VOTES.c
     for start in range(0, len(pairs), _IN_CHUNK // 2):
         chunk = pairs[start : start + _IN_CHUNK // 2]
-        stmt = select(Vote.id, Vote.poll_id, Vote.user_id, Vote.option_index, Vote.voted_at).where(
-            tuple_(Vote.poll_id, Vote.user_id).in_(chunk)
+        stmt = select(c.id, c.poll_id, c.user_id, c.option_index, c.voted_at).where(
+            tuple_(c.poll_id, c.user_id).in_(chunk)
         )
-        for vote_id, poll_id, user_id, option, voted_at in await session.execute(stmt):
+        for vote_id, poll_id, user_id, option, voted_at in await conn.execute(stmt):
             votes = state.setdefault((int(poll_id), str(user_id)), _UserVotes())
             votes.options[int(option)] = (*votes.options.get(int(option), ()), int(vote_id))
             if isinstance(voted_at, datetime):
@@ -176,10 +180,11 @@ async def apply_batch(
     """
     if not commands:
         return []
-    polls = await _polls(session, sorted({str(c.message_id) for c in commands}))
+    conn = await session.connection()
+    polls = await _polls(conn, sorted({str(c.message_id) for c in commands}))
     live = {k: p for k, p in polls.items() if isinstance(p, PollView)}
     state = await _votes(
-        session,
+        conn,
         sorted({(live[str(c.message_id)].id, str(c.user_id)) for c in commands if str(c.message_id) in live}),
     )
     before = {key: dict(v.options) for key, v in state.items()}
@@ -202,12 +207,12 @@ async def apply_batch(
             continue
         votes = state.setdefault((poll.id, str(command.user_id)), _UserVotes())
         outcomes.append(VoteOutcome(_apply(poll, votes, command, option, now), poll, option))
-    await _write(session, before, state, now)
+    await _write(conn, before, state, now)
     return outcomes
 
 
 async def _write(
-    session: AsyncSession,
+    conn: AsyncConnection,
     before: dict[tuple[int, str], dict[int, tuple[int, ...]]],
     state: dict[tuple[int, str], _UserVotes],
     now: datetime,
@@ -227,6 +232,6 @@ async def _write(
             if option not in old
         )  # fmt: skip
     for start in range(0, len(gone), _IN_CHUNK):
-        await session.execute(delete(Vote).where(Vote.id.in_(gone[start : start + _IN_CHUNK])))
+        await conn.execute(delete(_VOTES).where(_VOTES.c.id.in_(gone[start : start + _IN_CHUNK])))
     if rows:
-        await session.execute(insert(Vote), rows)
+        await conn.execute(insert(_VOTES), rows)
