@@ -1,6 +1,7 @@
 """gc class census cost against its anchors, at 1 M and 3 M GC-tracked objects, in one run.
 
-    uv run python benchmarks/census_benchmark.py [--sizes 1000000,3000000]
+    uv run python benchmarks/census_benchmark.py [--sizes 1000000,3000000] [--repeat 3]
+        [--baseline OTHER/instrumentation]   # another version's census, measured in the same process
 
 Per size it prints, all measured in this process:
 
@@ -22,10 +23,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib.util
 import sys
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "instrumentation"))
 
@@ -103,6 +106,30 @@ def census() -> None:
         pass
 
 
+def load_baseline(tree: str) -> Any:
+    """The ``_census`` module of another checkout's ``instrumentation/`` directory, as its own module."""
+    path = Path(tree) / "opentelemetry" / "instrumentation" / "polly" / "_census.py"
+    spec = importlib.util.spec_from_file_location("baseline_census", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--baseline: no census module at {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def versus_baseline(baseline: Any, repeat: int) -> tuple[float, float]:
+    """Best CPU of this census and of the baseline's, alternating ``repeat`` times (seconds)."""
+    best = [float("inf"), float("inf")]
+    for _ in range(repeat):
+        for i, module in enumerate((sys.modules[census_steps.__module__], baseline)):
+            t0 = time.thread_time()
+            for _ in module.census_steps(module.TypeNameBudget(200), 50):
+                pass
+            best[i] = min(best[i], time.thread_time() - t0)
+    return best[0], best[1]
+
+
 async def loop_lag(period: float = 0.001) -> tuple[float, float, float]:
     """Worst probe lateness, longest census slice, longest gc pause inside the window (seconds)."""
     budget = TypeNameBudget(200)
@@ -173,7 +200,10 @@ def whole_instrumentation(interval: float = 60.0) -> tuple[float, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="1000000,3000000")
+    parser.add_argument("--repeat", type=int, default=3, help="best of N for the census CPU")
+    parser.add_argument("--baseline", help="another checkout's instrumentation/ directory to compare with")
     args = parser.parse_args()
+    baseline = load_baseline(args.baseline) if args.baseline else None
     keep: list[object] = []
     print(f"python {sys.version.split()[0]}")
     for size in (int(s) for s in args.sizes.split(",")):
@@ -184,7 +214,7 @@ def main() -> None:
         sizeof = cpu(anchor_getsizeof_loop, repeat=1) / n * 1e9
         og = cpu(anchor_objgraph, repeat=1) / n * 1e9
         og_long = cpu(anchor_objgraph_long, repeat=1) / n * 1e9
-        ours = cpu(census) / n * 1e9
+        ours = cpu(census, repeat=args.repeat) / n * 1e9
         print(f"gc.get_objects() alone        {floor:7.1f} ns/object")
         print(f"per-object sys.getsizeof loop {sizeof:7.1f} ns/object")
         print(f"objgraph.most_common_types    {og:7.1f} ns/object   (short names: merges same-named classes)")
@@ -195,6 +225,12 @@ def main() -> None:
             f"objgraph long names / census {og_long / ours:5.2f}x (target >= 4); "
             f"getsizeof loop / census {sizeof / ours:5.2f}x"
         )
+        if baseline is not None:
+            mine, theirs = versus_baseline(baseline, args.repeat)
+            print(
+                f"  same process, alternating, best of {args.repeat}: this census {mine / n * 1e9:.1f} "
+                f"ns/object, baseline {theirs / n * 1e9:.1f} ns/object ({theirs / mine:.2f}x)"
+            )
         stall, longest, pause = asyncio.run(loop_lag())
         print(
             f"longest loop stall (1 ms probe lateness) {stall * 1e3:6.1f} ms; longest census slice "

@@ -5,8 +5,11 @@ How it stays cheap (figures in ``benchmarks/census_benchmark.py``):
 * objects are listed one generation at a time (``gc.get_objects(gen)``), so the longest single
   stall is the largest generation's listing (~14 ns per object), never the whole heap at once;
 * counting is ``collections._count_elements`` (the C loop behind ``Counter``) over ``map(type, ...)``
-  on slices of ``chunk_size`` objects; :func:`census_steps` yields between slices so the driver can
-  give the event loop (or the GIL) back;
+  on slices of ``chunk_size`` objects, read through one iterator over the listing from its end (no
+  copy per slice); :func:`census_steps` yields between slices so the driver can give the event loop (or the
+  GIL) back;
+* each slice is cut off the listing's end right after it is counted, so freeing the listing is
+  spread over the slices rather than one more stall at the end;
 * shallow size is estimated from a stride sample (about ``sample_size`` objects per generation) with
   ``sys.getsizeof``; a class that got no sample falls back to its ``__basicsize__``;
 * only one generation's list is alive at a time (8 bytes per object plus slack), and it is dropped
@@ -33,6 +36,7 @@ import time
 from collections import _count_elements  # type: ignore[attr-defined]  # C helper behind Counter
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from itertools import islice
 from operator import itemgetter
 
 OTHER = "other"
@@ -159,13 +163,17 @@ def census_steps(
             # the listing is the one slice that cannot be split: give the loop back right after it
             yield None
             stride = max(1, n // sample_size) if sample_size > 0 else 0
-            for start in range(0, n, chunk_size):
+            walk = reversed(objects)  # one iterator over the listing, from its end: no copy per slice
+            while objects:
                 t0 = now()
-                chunk = objects[start : start + chunk_size]
-                _count_elements(tally.counts, map(type, chunk))
+                stop = len(objects)
+                start = max(0, stop - chunk_size)
+                _count_elements(tally.counts, map(type, islice(walk, stop - start)))
                 if stride:
-                    _sample(tally, chunk, stride, start)
-                del chunk
+                    _sample(tally, objects[start + (-start) % stride : stop : stride])
+                # drop the slice's references now, while its objects are still in cache: freeing the
+                # listing is spread over the slices instead of being one more stall at the end
+                del objects[start:]
                 dt = now() - t0
                 busy += dt
                 longest = max(longest, dt)
@@ -173,7 +181,7 @@ def census_steps(
                     deferred = False
                     gc.enable()
                 yield None
-            del objects
+            del objects, walk
     finally:
         if deferred:
             gc.enable()
@@ -193,13 +201,11 @@ def census_steps(
     )
 
 
-def _sample(tally: _Tally, chunk: list[object], stride: int, offset: int) -> None:
+def _sample(tally: _Tally, sample: list[object]) -> None:
     sizes = tally.sampled_bytes
     ns = tally.sampled_n
     getsizeof = sys.getsizeof
-    # keep the stride phase continuous across slices
-    first = (-offset) % stride
-    for obj in chunk[first::stride]:
+    for obj in sample:
         cls = type(obj)
         try:
             size = getsizeof(obj)

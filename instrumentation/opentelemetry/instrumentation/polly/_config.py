@@ -9,9 +9,9 @@ variable                                                default    meaning
 ``OTEL_PYTHON_POLLY_CENSUS_INTERVAL``                   ``60``     seconds between gc class censuses (>= 1)
 ``OTEL_PYTHON_POLLY_CENSUS_TOP_N``                      ``50``     classes named per census (>= 1)
 ``OTEL_PYTHON_POLLY_MAX_TYPE_NAMES``                    ``200``    class names ever reported (1..1998)
-``OTEL_PYTHON_POLLY_LEAK_CONSECUTIVE_CENSUSES``         ``3``      K: censuses a suspect grew in (>= 2)
-``OTEL_PYTHON_POLLY_LEAK_MIN_GROWTH_PERCENT``           ``1.0``    growth over those K censuses, % of the
-                                                                   class's own count (> 0)
+``OTEL_PYTHON_POLLY_LEAK_CONSECUTIVE_CENSUSES``         ``3``      K: new highs in a row a suspect set (>= 2)
+``OTEL_PYTHON_POLLY_LEAK_MIN_GROWTH_PERCENT``           ``1.0``    rise over that run, % of the class's own
+                                                                   count (> 0)
 ``OTEL_PYTHON_POLLY_LEAK_WARMUP``                       ``300``    seconds after start with no leak signal
 ``OTEL_PYTHON_POLLY_RSS_WINDOW``                        ``3600``   seconds of RSS history (>= 60)
 ``OTEL_PYTHON_POLLY_RSS_GROWTH_WARN_PERCENT_PER_HOUR``  ``10``     RSS warning threshold, 0 disables

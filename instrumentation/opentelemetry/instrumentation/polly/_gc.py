@@ -27,6 +27,8 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 GEN_ATTR = "cpython.gc.generation"
 MAX_PENDING_PAUSES = 16_384
 #: Buckets of polly.gc.pause.duration, seconds (gen0 pauses are tens of microseconds).
+#: One attribute set per generation, shared by every recording (no dict per pause).
+_GEN_ATTRS = tuple({GEN_ATTR: generation} for generation in range(3))
 PAUSE_BUCKETS = (0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
@@ -89,7 +91,7 @@ class GcSignals:
             except IndexError:
                 return
             if self.active:
-                record(seconds, {GEN_ATTR: generation})
+                record(seconds, _GEN_ATTRS[generation] if 0 <= generation < 3 else {GEN_ATTR: generation})
 
     def _stat_callback(self, name: str, key: str) -> Any:
         def callback(_options: CallbackOptions) -> Iterable[Observation]:

@@ -17,9 +17,9 @@ Zero-code (``opentelemetry-instrument python app.py``) finds it through the
     PollyInstrumentor().register_loop(loop)                       # move the census onto a loop
     PollyInstrumentor().uninstrument()                            # every callback goes silent
 
-Every SQLAlchemy engine, redis-py pool and asyncio loop is found without these calls
+Every SQLAlchemy engine, redis-py pool and asyncio or uvloop loop is found without these calls
 (``_discovery``, ``_tasks``); the ``register_*`` calls remain for a name of your choosing and for
-loops that are not asyncio's (uvloop). When the instrumentation is not active (not instrumented,
+other loop implementations. When the instrumentation is not active (not instrumented,
 or ``OTEL_SDK_DISABLED=true``) they do nothing and log one DEBUG line.
 
 ``OTEL_SDK_DISABLED=true``: ``instrument()`` starts nothing: no thread, no gc callback, no wrapper.

@@ -29,21 +29,31 @@ LOOKBACK = 3
 
 
 class LeakDetector:
-    """Classes whose count grew in each of the last ``consecutive`` censuses, by enough, to a new high.
+    """Classes that set a new high at each of at least ``consecutive`` censuses, by more than noise.
 
-    With ``consecutive = K`` a class is a suspect when its counts over the last K censuses are
-    strictly increasing (K - 1 growths) and its count now is above both the first of them and the
-    highest count seen in the ``LOOKBACK`` x K censuses before them by at least
-    ``min_growth_percent`` % of its own count and at least ``min_growth`` objects. So a class growing
-    1 % per census is flagged at the K-th census (K >= 3 with the 1 % default), while a big class
-    drifting by a few objects, or a sawtooth (weak references that pile up between periodic
-    clean-ups and fall back: it never passes its old peak), is not.
+    A class is a suspect when its latest counts form a *run* of at least K (``consecutive``) new
+    highs: each count of the run is above every count held before it (so the run rises at every
+    census and its trough is above the class's old peak), and the rise over the run (its last count
+    minus its first) is
 
-    Nothing is reported for censuses finished less than ``warmup_seconds`` after the detector was
-    created (start-up fills caches, imports modules and builds pools: growth there is not a leak);
-    the K censuses of a window all come after it, and the warm-up's censuses still count for the
-    peaks, so a sawtooth is known by the time reporting starts. Only the most numerous classes of each
-    census are tracked (``CensusResult.top_counts``), so memory is bounded by K times that size.
+    * at least ``min_growth`` objects and at least ``min_growth_percent`` % of the class's own count,
+    * and larger than the largest fall (a count followed by a lower one, however much later) the
+      class showed in the censuses held before the run: the amplitude of its own fluctuation.
+
+    A bounded sawtooth (weak references that pile up between periodic clean-ups, as CPython's
+    ``sqlite3`` keeps up to 200 dead cursor references per connection) keeps falling back into its
+    range: its counts do not set K highs in a row, and a climb that outgrows the range is compared
+    with the falls the class has shown. A leak has no falls and sets a high at every census: a class
+    growing 1 % per census is flagged at the K-th census (K >= 3 with the 1 % default) and at every
+    census after; a leak slower than a sawtooth it rides on is flagged once its climb exceeds the
+    sawtooth's height (at the latest when the falls have left the history).
+
+    Up to (``LOOKBACK`` + 1) x K censuses are held. Nothing is reported for censuses finished less
+    than ``warmup_seconds`` after the detector was created (start-up fills caches, imports modules and
+    builds pools: growth there is not a leak); a run only counts censuses after the warm-up, whose
+    censuses still count as the peaks and falls before it. Only the most numerous classes of each
+    census are tracked (``CensusResult.top_counts``), so memory is bounded by the history's length
+    times that size.
     """
 
     def __init__(
@@ -74,8 +84,30 @@ class LeakDetector:
         self._after_warmup = 0
         self._started = self._clock()
 
+    def _run(self, series: list[int], first_after_warmup: int) -> int | None:
+        """The rise of ``series``' final run of new highs, if that run makes it a suspect."""
+        start = len(series) - 1
+        while start > first_after_warmup and 0 <= series[start - 1] < series[start]:
+            start -= 1
+        earlier = [count for count in series[:start] if count >= 0]
+        peak = max(earlier, default=-1)
+        while start < len(series) and series[start] <= peak:
+            earlier.append(series[start])  # still inside the old range: not part of the run
+            start += 1
+        if len(series) - start < self.consecutive:
+            return None
+        first = series[start]
+        rise = series[-1] - first
+        if (
+            rise >= self.min_growth
+            and rise * 100 >= self.min_growth_percent * first
+            and rise > _largest_fall(earlier)
+        ):
+            return rise
+        return None
+
     def observe(self, result: CensusResult) -> list[tuple[str, int, int]]:
-        """Add a census; return suspects as ``(name, growth over the window, current count)``."""
+        """Add a census; return suspects as ``(name, rise over its run of highs, current count)``."""
         self._history.append(result.top_counts)  # warm-up censuses count for the peaks, not as windows
         if self.warmup_seconds > 0 and self._clock() - self._started < self.warmup_seconds:
             return []
@@ -83,17 +115,17 @@ class LeakDetector:
         if self._after_warmup < self.consecutive:
             return []
         history = list(self._history)
-        snapshots, before = history[-self.consecutive :], history[: -self.consecutive]
+        k = self.consecutive
+        window = history[-k:]
+        first_after_warmup = max(0, len(history) - self._after_warmup)
         suspects: list[tuple[str, int, int]] = []
-        for name, last in snapshots[-1].items():
-            series = [snap.get(name, -1) for snap in snapshots]
-            first = series[0]
-            if first < 0 or not all(a < b for a, b in pairwise(series)):
-                continue
-            peak = max([first, *(snap.get(name, -1) for snap in before)])
-            above = last - peak
-            if above >= self.min_growth and above * 100 >= self.min_growth_percent * first:
-                suspects.append((name, last - first, last))
+        for name, last in window[-1].items():
+            recent = [snap.get(name, -1) for snap in window]
+            if recent[0] < 0 or not all(a < b for a, b in pairwise(recent)):
+                continue  # the common case, decided on K counts
+            found = self._run([snap.get(name, -1) for snap in history], first_after_warmup)
+            if found is not None:
+                suspects.append((name, found, last))
         suspects.sort(key=lambda s: s[1], reverse=True)
         if suspects:
             self.warnings += 1
@@ -102,12 +134,22 @@ class LeakDetector:
                 for n, g, c in suspects[:MAX_SUSPECTS_LOGGED]
             )
             logger.warning(
-                "leak suspects: %d class(es) grew in each of the last %d censuses: %s",
+                "leak suspects: %d class(es) set a new high in each of the last %d censuses or more: %s",
                 len(suspects),
                 self.consecutive,
                 shown,
             )
         return suspects
+
+
+def _largest_fall(counts: list[int]) -> int:
+    """The largest drop from a count to a later, lower one (0 for a series that never falls)."""
+    fall = 0
+    high = -1
+    for count in counts:
+        high = max(high, count)
+        fall = max(fall, high - count)
+    return fall
 
 
 class RssGrowth:

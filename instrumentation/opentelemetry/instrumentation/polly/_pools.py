@@ -19,7 +19,9 @@ sources' duration events, and for discovered SQLAlchemy engines from the ``Pool.
 (wait) and pool events (``checkout``/``checkin``, ``do_connect``/``connect``).
 
 While redis-py's native metrics are on (``_coexist``), redis pools are named as redis-py names
-them and ``db.client.connection.count`` of redis pools is left to redis-py.
+them and the metrics redis-py emits for its pools (``.count`` and ``.create_time`` with its
+``CONNECTION_BASIC`` group, ``.timeouts`` and ``.wait_time`` with ``CONNECTION_ADVANCED``) are left to
+it for redis pools: one pool name, never two series of one metric for one pool.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from opentelemetry.instrumentation.polly import _naming
-from opentelemetry.instrumentation.polly._coexist import redis_native_connection_count
+from opentelemetry.instrumentation.polly._coexist import redis_native_connection_count, redis_native_metrics
 from opentelemetry.instrumentation.polly._pool_sources import (
     EngineSource,
     PoolRead,
@@ -108,7 +110,8 @@ class PoolSignals:
         up_down("db.client.connection.pending_requests", [self._field("pending")], unit="{request}",
                 description="Callers waiting for a connection")  # fmt: skip
         meter.create_observable_counter(
-            "db.client.connection.timeouts", [self._field("timeouts")], unit="{timeout}",
+            "db.client.connection.timeouts", [self._field("timeouts", "db.client.connection.timeouts")],
+            unit="{timeout}",
             description="Connection acquisitions that timed out",
         )  # fmt: skip
         self._removers: list[Callable[[], None]] = []
@@ -328,19 +331,22 @@ class PoolSignals:
             out.append(Observation(read.used, {**base, STATE: "used"}))
         return out
 
-    def _field(self, field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def _field(self, field: str, metric: str = "") -> Callable[[CallbackOptions], Iterable[Observation]]:
         def callback(_options: CallbackOptions) -> Iterable[Observation]:
             if not self.active:
                 return ()
+            native = metric in redis_native_metrics() if metric else False
             return [
                 Observation(getattr(read, field), {POOL: read.name, SYSTEM: read.system})
                 for read, _ in self.snapshot()
-                if getattr(read, field) >= 0
+                if getattr(read, field) >= 0 and not (native and read.system == "redis")
             ]
 
         return callback
 
     def _on_duration(self, event: DurationReading) -> None:
         if self.active and event.kind in self._histograms:
+            if event.system == "redis" and f"db.client.connection.{event.kind}" in redis_native_metrics():
+                return  # redis-py records this one for its pool
             name = self.redis_name(event.pool_name) if event.system == "redis" else event.pool_name
             self._histograms[event.kind].record(event.seconds, {POOL: name, SYSTEM: event.system})

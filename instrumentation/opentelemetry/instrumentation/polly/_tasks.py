@@ -10,8 +10,10 @@ Counting happens on each loop's own thread (``asyncio.all_tasks`` is not thread-
 sampler is not itself counted. Each sample replaces the previous one: a request task alive at the
 sample appears, a finished one is gone by the next sample. A loop that stopped or closed is dropped.
 Loops are known from ``register_loop()``, from the loop running at ``instrument()``, and (zero-code)
-from every asyncio loop's ``run_forever`` (``asyncio.run``, aiohttp, uvicorn's asyncio loop);
-uvloop's loop is not wrapped, pass it to ``register_loop()``.
+from every loop's ``run_forever``: asyncio's (``asyncio.run``, aiohttp, uvicorn's asyncio loop) and
+uvloop's (``uvloop.run``, ``asyncio.run`` under uvloop's policy or ``loop_factory``, uvicorn's
+``--loop uvloop``), wrapped when ``uvloop`` is imported; another loop implementation can be passed
+to ``register_loop()``.
 
 Task names ever reported are capped (``MAX_TASK_NAMES``); later ones count as ``other``. At most
 ``MAX_LOOPS`` loops are sampled.
@@ -171,6 +173,18 @@ def watch_all_loops(signals: TaskSignals) -> None:
     import wrapt
 
     wrapt.wrap_function_wrapper("asyncio.base_events", "BaseEventLoop.run_forever", _run_forever)
+    # uvloop's Loop is not a BaseEventLoop; its Python class is wrapped once uvloop is imported (now,
+    # if it is already). Its run_until_complete calls run_forever through the class, as asyncio's does.
+    wrapt.register_post_import_hook(_hook_uvloop, "uvloop")
+
+
+def _hook_uvloop(_module: Any) -> None:
+    import wrapt
+
+    try:
+        wrapt.wrap_function_wrapper("uvloop", "Loop.run_forever", _run_forever)
+    except (AttributeError, ImportError):  # a uvloop without the Python-level Loop class
+        logger.info("uvloop.Loop.run_forever not found; pass uvloop's loop to register_loop()")
 
 
 def unwatch_all_loops(signals: TaskSignals) -> None:
