@@ -56,6 +56,20 @@ def test_gc_counters_and_pause_histogram(telemetry: Telemetry, provider: Provide
     assert 0 < total < 10
 
 
+def test_frozen_objects_are_reported_beside_the_census(telemetry: Telemetry, provider: Provider) -> None:
+    already = gc.get_freeze_count()
+    held = [object() for _ in range(1000)], [[] for _ in range(1000)]
+    gc.freeze()
+    try:
+        frozen = collect(provider[1])["polly.gc.object.frozen"]
+        assert frozen.unit == "{object}"
+        assert value(frozen) >= already + 1000
+        assert value(frozen) == gc.get_freeze_count()
+    finally:
+        gc.unfreeze()
+        del held
+
+
 def test_gc_hook_is_removed_on_stop(telemetry: Telemetry) -> None:
     assert telemetry.gc._on_gc in gc.callbacks
     telemetry.stop()

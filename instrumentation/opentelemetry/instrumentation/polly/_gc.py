@@ -59,8 +59,17 @@ class GcSignals:
             meter.create_observable_counter(
                 name, [self._stat_callback(name, key)], unit=unit, description=description
             )
+        meter.create_observable_up_down_counter(
+            "polly.gc.object.frozen",
+            [self._frozen_callback],
+            unit="{object}",
+            description="Objects in the permanent generation (gc.freeze()), which the census does not list",
+        )
         self.active = False
         self.open()
+
+    def _frozen_callback(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return (Observation(gc.get_freeze_count()),) if self.active else ()
 
     def open(self) -> None:
         """Install the gc hook (again, after :meth:`close`)."""
