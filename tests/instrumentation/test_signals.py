@@ -58,7 +58,7 @@ def test_gc_counters_and_pause_histogram(telemetry: Telemetry, provider: Provide
 
 def test_frozen_objects_are_reported_beside_the_census(telemetry: Telemetry, provider: Provider) -> None:
     already = gc.get_freeze_count()
-    held = [object() for _ in range(1000)], [[] for _ in range(1000)]
+    held: list[object] = [object() for _ in range(1000)]
     gc.freeze()
     try:
         frozen = collect(provider[1])["polly.gc.object.frozen"]
