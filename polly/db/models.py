@@ -35,6 +35,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from polly.clock import utcnow_naive as utcnow_naive  # noqa: PLC0414 - re-exported for callers
+
 logger = logging.getLogger(__name__)
 
 #: Regional-indicator letters 🇦…🇯, upstream's default reaction per option.
@@ -54,11 +56,6 @@ HOT_PATH_INDEXES: Final[tuple[tuple[str, str, tuple[str, ...]], ...]] = (
     ("votes", "ix_votes_poll_id_user_id", ("poll_id", "user_id")),
     ("user_preferences", "ix_user_preferences_user_id", ("user_id",)),
 )
-
-
-def utcnow_naive() -> datetime:
-    """Now in UTC without tzinfo: the form upstream stores."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def as_aware_utc(value: datetime) -> datetime:

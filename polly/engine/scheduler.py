@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from polly.clock import Backoff
 from polly.db.poll_rows import PollView
 from polly.engine.embeds import poll_embed
 from polly.engine.finalizer import Finalizer
@@ -38,6 +39,8 @@ from polly.engine.store import PollStore, claim_time, claim_token
 from polly.errors import CorruptPollError, ForbiddenError, GatewayError, NotFoundError, RateLimitedError
 
 logger = logging.getLogger(__name__)
+#: a failed post is retried after 2 s, doubling, at most the claim's lease
+POST_RETRY_INITIAL_SECONDS = 2.0
 
 Clock = Callable[[], datetime]
 #: ``(poll_id, transition, replica)``, called after this replica won a transition.
@@ -229,7 +232,8 @@ class PollScheduler:
 
     def _schedule_retry(self, poll_id: int) -> None:
         failures = self._retry_post.get(poll_id, (0.0, 0))[1] + 1
-        delay = min(2.0 * 2 ** (failures - 1), self._lease.total_seconds())
+        lease = self._lease.total_seconds()
+        delay = Backoff(min(POST_RETRY_INITIAL_SECONDS, lease), cap=lease).delay(failures)
         self._retry_post[poll_id] = (self._monotonic() + delay, failures)
 
     async def _post(self, poll: PollView, token: str, now: datetime) -> None:

@@ -31,6 +31,7 @@ from datetime import datetime
 from cachetools import TTLCache
 from sqlalchemy.exc import SQLAlchemyError
 
+from polly.clock import Backoff
 from polly.engine.embed_updater import EmbedUpdater
 from polly.engine.gateway import Gateway, ReactionEvent
 from polly.engine.heap import freeze_startup_heap, thaw
@@ -41,6 +42,8 @@ from polly.errors import GatewayError
 __all__ = ["DmLimiter", "EmbedUpdater", "VoteProcessor", "VoteStats"]
 
 logger = logging.getLogger(__name__)
+#: waits between tries of a batch the database refused: 0.1 s doubling, at most 5 s
+VOTE_RETRY_BACKOFF = Backoff(0.1, 2.0, cap=5.0)
 
 Clock = Callable[[], datetime]
 
@@ -323,6 +326,6 @@ class VoteProcessor:
                         for message_id in messages:
                             self._on_lost(message_id)
                     return
-                await asyncio.sleep(min(0.1 * 2**attempt, 5.0))
+                await asyncio.sleep(VOTE_RETRY_BACKOFF.delay(attempt + 1))
                 continue
             return

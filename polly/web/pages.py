@@ -9,7 +9,6 @@ emojis must be the guild's own. Every problem is listed at once.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from polly.clock import utcnow_naive
 from polly.errors import PollNotFoundError, PollStateError, PollValidationError
 from polly.polls import reports, service
 from polly.polls.definition import DEFAULT_TIMEZONE, MAX_FILE_BYTES, format_local, validate_poll
@@ -71,10 +71,6 @@ def _web(request: Request) -> WebState:
     from polly.web.app import state_of
 
     return state_of(request)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 async def _details(web: WebState, guild_id: str) -> GuildDetails:
@@ -165,7 +161,7 @@ async def edit_poll(request: Request) -> Response:
     member, guild = await web.member_guild(request, server_id)
     details = await _details(web, server_id)
     prefs = await run_in_threadpool(preferences, web.database, member.id)
-    exported = await run_in_threadpool(lambda: reports.export_poll(web.database, poll_id, now=_now()))
+    exported = await run_in_threadpool(lambda: reports.export_poll(web.database, poll_id, now=utcnow_naive()))
     status = await run_in_threadpool(lambda: reports.show_poll(web.database, poll_id).poll.status)
     if status != "scheduled":
         raise HTTPException(409, f"poll {poll_id} is {status}: only a poll that has not opened can be edited")
@@ -194,7 +190,7 @@ async def _create(
     member, guild, details = require_member(web.signin, request), context["guild"], context["details"]
     guild_id = guild.id
     data = poll_data(form, guild_id)
-    definition, problems = validate_poll(data, "poll", now=_now())
+    definition, problems = validate_poll(data, "poll", now=utcnow_naive())
     problems += _guild_problems(data, details)
     image_path = None
     if not problems:
@@ -291,7 +287,7 @@ async def _import(request: Request, web: WebState, form: FormData, member_id: st
         if isinstance(item, dict) and item.get("server_id") not in (None, "", guild_id, int(guild_id)):
             problems.append(f"{where}: server_id: {item.get('server_id')}: must be this server ({guild_id})")
             continue
-        definition, errs = validate_poll(item, where, now=_now(), defaults={"server_id": guild_id})
+        definition, errs = validate_poll(item, where, now=utcnow_naive(), defaults={"server_id": guild_id})
         problems += errs
         if definition is not None:
             definitions.append(definition)
@@ -359,7 +355,7 @@ async def reopen(request: Request) -> Response:
             lambda: service.reopen_poll(
                 web.database,
                 poll_id,
-                now=_now(),
+                now=utcnow_naive(),
                 extend_minutes=int(raw) if raw else None,
                 reset_votes=form.get("reset_votes") == "on",
             )
@@ -381,7 +377,7 @@ async def delete(request: Request) -> Response:
 
 async def export(request: Request) -> Response:
     web, poll_id, _ = await _poll_guild(request)
-    data = await run_in_threadpool(lambda: reports.export_poll(web.database, poll_id, now=_now()))
+    data = await run_in_threadpool(lambda: reports.export_poll(web.database, poll_id, now=utcnow_naive()))
     body = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
     headers = {"Content-Disposition": f'attachment; filename="poll-{poll_id}.json"'}
     return Response(body, media_type="application/json", headers=headers)
