@@ -11,12 +11,15 @@ message is gone (done); a 403 is final (the bot lacks Manage Messages: retrying 
 transport failure or 429 is retried after 1 s doubling up to 60 s (a 429 after its retry-after at
 least), at most ``attempts`` times; after that the poll is marked for repair. Removals that were
 recorded but never confirmed are remembered for ``leftover_seconds`` (bounded) so the repair knows
-such a reaction is a leftover, not a change of mind.
+such a reaction is a leftover, not a change of mind. When the engine stops, the pending removals
+are each tried once more, for at most ``shutdown_flush_seconds`` (a retry-after still running is
+respected): a reaction left behind by a stopped replica would look like a choice to the next one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -52,7 +55,9 @@ class ReactionRemover:
         leftover_seconds: float = 3600.0,
         monotonic: Callable[[], float] = time.monotonic,
         on_given_up: Callable[[int], None] | None = None,
+        shutdown_flush_seconds: float = 2.0,
     ) -> None:
+        self._flush_seconds = shutdown_flush_seconds
         self._gateway = gateway
         self._attempts = attempts
         self._max_pending = max_pending
@@ -66,6 +71,7 @@ class ReactionRemover:
         self.removed = 0
         self.failures = 0
         self.given_up = 0
+        self.giving_up: int | None = None
 
     @property
     def pending(self) -> int:
@@ -96,7 +102,11 @@ class ReactionRemover:
         self.given_up += 1
         logger.debug("gave up removing reaction %s of %s on %s: %s", removal[2], removal[3], removal[1], why)
         if self._on_given_up is not None:
-            self._on_given_up(removal[1])
+            self.giving_up = removal[1]  # while the callback runs: it can tell this from a lost event
+            try:
+                self._on_given_up(removal[1])
+            finally:
+                self.giving_up = None
 
     async def _try(self, removal: Removal, entry: _Pending) -> bool:
         channel, message, emoji, user = removal
@@ -141,9 +151,25 @@ class ReactionRemover:
         return max(wait, 0.01)
 
     async def run(self) -> None:
-        """Loop forever (the owner cancels it)."""
-        while True:
-            if not self._pending:
-                self._wake.clear()
-                await self._wake.wait()
-            await asyncio.sleep(await self.retry_due() if self._pending else 0)
+        """Loop forever (the owner cancels it; then :meth:`flush` runs)."""
+        try:
+            while True:
+                if not self._pending:
+                    self._wake.clear()
+                    await self._wake.wait()
+                await asyncio.sleep(await self.retry_due() if self._pending else 0)
+        except asyncio.CancelledError:
+            await self.flush(self._flush_seconds)
+            raise
+
+    async def flush(self, seconds: float) -> int:
+        """Try every pending removal once now, due or not, for at most ``seconds``; return how many
+        are still pending (the gate still answers a running retry-after locally)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                for removal, entry in list(self._pending.items()):
+                    if self._pending.pop(removal, None) is not None:
+                        await self._try(removal, entry)
+        if self._pending:
+            logger.info("stopping with %d reaction removal(s) not made", len(self._pending))
+        return len(self._pending)
