@@ -6,7 +6,9 @@ would later read as a *new* choice to the repair (:mod:`polly.engine.repair`), s
 would mean two different things: every failed removal is therefore retried.
 
 :class:`ReactionRemover` holds the pending removals (at most ``max_pending``; past that the oldest
-is given up and its poll marked for repair, which removes leftovers). A 404 means the reaction or
+is given up and its poll marked for repair, which removes leftovers); up to ``concurrency`` (8)
+removals are in flight at once, since a removal left waiting behind others is a reaction another
+replica may read. A 404 means the reaction or
 message is gone (done); a 403 is final (the bot lacks Manage Messages: retrying cannot help). A 5xx,
 transport failure or 429 is retried after 1 s doubling up to 60 s (a 429 after its retry-after at
 least), at most ``attempts`` times; after that the poll is marked for repair. Removals that were
@@ -56,7 +58,9 @@ class ReactionRemover:
         monotonic: Callable[[], float] = time.monotonic,
         on_given_up: Callable[[int], None] | None = None,
         shutdown_flush_seconds: float = 2.0,
+        concurrency: int = 8,
     ) -> None:
+        self._concurrency = max(1, concurrency)
         self._flush_seconds = shutdown_flush_seconds
         self._gateway = gateway
         self._attempts = attempts
@@ -137,17 +141,20 @@ class ReactionRemover:
         return True
 
     async def retry_due(self) -> float:
-        """Make every removal that is due; return seconds until the next one is (≤ 1)."""
+        """Make every removal that is due, ``concurrency`` at a time; return seconds until the next one
+        is (≤ 1)."""
         now = self._now()
         wait = 1.0
-        for done, (removal, entry) in enumerate(list(self._pending.items())):
+        due: list[tuple[Removal, _Pending]] = []
+        for removal, entry in list(self._pending.items()):
             if entry.due > now:
                 wait = min(wait, entry.due - now)
                 continue
             del self._pending[removal]
-            await self._try(removal, entry)
-            if done % 50 == 49:
-                await asyncio.sleep(0)  # a call that answers at once never yields: let the loop run
+            due.append((removal, entry))
+        for start in range(0, len(due), self._concurrency):
+            await asyncio.gather(*(self._try(r, e) for r, e in due[start : start + self._concurrency]))
+            await asyncio.sleep(0)  # calls that answer at once never yield: let the loop run
         return max(wait, 0.01)
 
     async def run(self) -> None:
@@ -167,9 +174,14 @@ class ReactionRemover:
         are still pending (the gate still answers a running retry-after locally)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
-                for removal, entry in list(self._pending.items()):
-                    if self._pending.pop(removal, None) is not None:
-                        await self._try(removal, entry)
+                todo = list(self._pending.items())
+                for start in range(0, len(todo), self._concurrency):
+                    chunk = [
+                        (r, e)
+                        for r, e in todo[start : start + self._concurrency]
+                        if self._pending.pop(r, None)
+                    ]
+                    await asyncio.gather(*(self._try(r, e) for r, e in chunk))
         if self._pending:
             logger.info("stopping with %d reaction removal(s) not made", len(self._pending))
         return len(self._pending)
