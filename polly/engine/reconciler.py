@@ -120,7 +120,8 @@ class Reconciler:
         self._max_polls = max_polls
         self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not cryptography
         self._last_done: dict[int, datetime] = {}
-        self._retry_at: dict[int, tuple[datetime, int]] = {}
+        # poll -> (retry after, failures, retry a marked poll after)
+        self._retry_at: dict[int, tuple[datetime, int, datetime]] = {}
         self._held: dict[int, datetime] = {}  # channel -> end of the retry-after Discord gave
         self._max_marked = max_marked
         self._marked: OrderedDict[int, None] = OrderedDict()  # message ids needing a prompt repair
@@ -215,7 +216,7 @@ class Reconciler:
             if poll.channel_id in self._held:
                 continue  # that channel's retry-after is running: the others go on
             retry = self._retry_at.get(poll.id)
-            if retry is not None and retry[0] > now:
+            if retry is not None and (retry[2] if marked else retry[0]) > now:
                 continue
             report.polls += 1
             if await self._reconcile_poll(poll, now, report) and poll.message_id is not None:
@@ -359,12 +360,18 @@ class Reconciler:
             after = page[-1].user_id
 
     def _backoff(self, poll_id: int, now: datetime, *, prompt: bool = False) -> None:
-        """Back a failing poll off: 30 s doubling up to an hour, or for a marked poll (which must be
-        repaired promptly) 2 s doubling up to a minute; with ±20 % jitter."""
-        failures = self._retry_at.get(poll_id, (now, 0))[1] + 1
-        base, most = (2.0, 60.0) if prompt else (30.0, 3600.0)
-        delay = min(base * 2 ** (failures - 1), most) * self._rng.uniform(0.8, 1.2)
-        self._retry_at[poll_id] = (now + timedelta(seconds=delay), failures)
+        """Back a failing poll off, with ±20 % jitter: the background pass 30 s doubling up to an
+        hour, the prompt pass (a marked poll must be repaired promptly, also when it failed in the
+        background before it was marked) 2 s doubling up to 10 s."""
+        failures = self._retry_at.get(poll_id, (now, 0, now))[1] + 1
+        jitter = self._rng.uniform(0.8, 1.2)
+        background = min(30.0 * 2 ** (failures - 1), 3600.0) * jitter
+        marked = min(2.0 * 2 ** (failures - 1), 10.0) * jitter
+        self._retry_at[poll_id] = (
+            now + timedelta(seconds=marked if prompt else background),
+            failures,
+            now + timedelta(seconds=marked),
+        )
 
     def _add(self, report: ReconcileReport) -> None:
         t = self.totals

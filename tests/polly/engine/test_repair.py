@@ -365,3 +365,23 @@ async def test_a_retry_after_holds_only_its_channel_and_the_repair_of_the_others
         assert await h.votes(held) == {USER: {0}}
         assert engine.reconciler.marked == 0
         assert h.sandbox.counters().rate_limit_violations == 0
+
+
+async def test_a_marked_poll_does_not_wait_out_a_background_backoff(sqlite_url: str) -> None:
+    async with harness(sqlite_url) as h:
+        engine = h.engine()
+        poll_id = await h.add_poll(multiple_choice=True)
+        await engine.scheduler.tick()
+        message = await h.message_of(poll_id)
+        h.sandbox.set_faults(FaultRates(server_error=1.0))
+        for _ in range(3):  # the background pass fails: 30 s, 60 s, then 120 s of backoff
+            await engine.reconciler.pass_once()
+            h.clock.advance(seconds=80)
+        h.sandbox.set_faults(FaultRates())
+        h.sandbox.user_add_reaction(message, USER, "🇦")
+        await _lose_events(h)
+        engine.reconciler.mark_message(message)  # shed: a prompt repair is due
+        h.clock.advance(seconds=3)
+        await engine.reconciler.repair_marked()
+        assert await h.votes(poll_id) == {USER: {0}}
+        assert engine.reconciler.marked == 0
