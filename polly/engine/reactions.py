@@ -6,17 +6,22 @@ would later read as a *new* choice to the repair (:mod:`polly.engine.repair`), s
 would mean two different things: every failed removal is therefore retried.
 
 :class:`ReactionRemover` holds the pending removals (at most ``max_pending``; past that the oldest
-is given up and its poll marked for repair, which removes leftovers). A 404 means the reaction or
+is given up and its poll marked for repair, which removes leftovers); up to ``concurrency`` (8)
+removals are in flight at once, since a removal left waiting behind others is a reaction another
+replica may read. A 404 means the reaction or
 message is gone (done); a 403 is final (the bot lacks Manage Messages: retrying cannot help). A 5xx,
 transport failure or 429 is retried after 1 s doubling up to 60 s (a 429 after its retry-after at
 least), at most ``attempts`` times; after that the poll is marked for repair. Removals that were
 recorded but never confirmed are remembered for ``leftover_seconds`` (bounded) so the repair knows
-such a reaction is a leftover, not a change of mind.
+such a reaction is a leftover, not a change of mind. When the engine stops, the pending removals
+are each tried once more, for at most ``shutdown_flush_seconds`` (a retry-after still running is
+respected): a reaction left behind by a stopped replica would look like a choice to the next one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -52,7 +57,11 @@ class ReactionRemover:
         leftover_seconds: float = 3600.0,
         monotonic: Callable[[], float] = time.monotonic,
         on_given_up: Callable[[int], None] | None = None,
+        shutdown_flush_seconds: float = 2.0,
+        concurrency: int = 8,
     ) -> None:
+        self._concurrency = max(1, concurrency)
+        self._flush_seconds = shutdown_flush_seconds
         self._gateway = gateway
         self._attempts = attempts
         self._max_pending = max_pending
@@ -66,6 +75,7 @@ class ReactionRemover:
         self.removed = 0
         self.failures = 0
         self.given_up = 0
+        self.giving_up: int | None = None
 
     @property
     def pending(self) -> int:
@@ -96,7 +106,11 @@ class ReactionRemover:
         self.given_up += 1
         logger.debug("gave up removing reaction %s of %s on %s: %s", removal[2], removal[3], removal[1], why)
         if self._on_given_up is not None:
-            self._on_given_up(removal[1])
+            self.giving_up = removal[1]  # while the callback runs: it can tell this from a lost event
+            try:
+                self._on_given_up(removal[1])
+            finally:
+                self.giving_up = None
 
     async def _try(self, removal: Removal, entry: _Pending) -> bool:
         channel, message, emoji, user = removal
@@ -127,23 +141,47 @@ class ReactionRemover:
         return True
 
     async def retry_due(self) -> float:
-        """Make every removal that is due; return seconds until the next one is (≤ 1)."""
+        """Make every removal that is due, ``concurrency`` at a time; return seconds until the next one
+        is (≤ 1)."""
         now = self._now()
         wait = 1.0
-        for done, (removal, entry) in enumerate(list(self._pending.items())):
+        due: list[tuple[Removal, _Pending]] = []
+        for removal, entry in list(self._pending.items()):
             if entry.due > now:
                 wait = min(wait, entry.due - now)
                 continue
             del self._pending[removal]
-            await self._try(removal, entry)
-            if done % 50 == 49:
-                await asyncio.sleep(0)  # a call that answers at once never yields: let the loop run
+            due.append((removal, entry))
+        for start in range(0, len(due), self._concurrency):
+            await asyncio.gather(*(self._try(r, e) for r, e in due[start : start + self._concurrency]))
+            await asyncio.sleep(0)  # calls that answer at once never yield: let the loop run
         return max(wait, 0.01)
 
     async def run(self) -> None:
-        """Loop forever (the owner cancels it)."""
-        while True:
-            if not self._pending:
-                self._wake.clear()
-                await self._wake.wait()
-            await asyncio.sleep(await self.retry_due() if self._pending else 0)
+        """Loop forever (the owner cancels it; then :meth:`flush` runs)."""
+        try:
+            while True:
+                if not self._pending:
+                    self._wake.clear()
+                    await self._wake.wait()
+                await asyncio.sleep(await self.retry_due() if self._pending else 0)
+        except asyncio.CancelledError:
+            await self.flush(self._flush_seconds)
+            raise
+
+    async def flush(self, seconds: float) -> int:
+        """Try every pending removal once now, due or not, for at most ``seconds``; return how many
+        are still pending (the gate still answers a running retry-after locally)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                todo = list(self._pending.items())
+                for start in range(0, len(todo), self._concurrency):
+                    chunk = [
+                        (r, e)
+                        for r, e in todo[start : start + self._concurrency]
+                        if self._pending.pop(r, None)
+                    ]
+                    await asyncio.gather(*(self._try(r, e) for r, e in chunk))
+        if self._pending:
+            logger.info("stopping with %d reaction removal(s) not made", len(self._pending))
+        return len(self._pending)

@@ -14,10 +14,12 @@ every second) for polls *marked* as needing repair: their events were shed or fa
 reaction removal was given up, or polly was down while they were active (every active poll is
 marked at start-up).
 
-Each pass makes at most ``budget`` Discord calls. A poll whose fetch fails transiently is retried
-with exponential backoff. Only Discord's 404 counts towards "the message is gone", through the
-failure tracker; a poll whose message has been gone for longer than ``orphan_after`` is closed as
-orphaned (votes kept), never deleted. A cache miss or a transient error never counts as gone.
+Each pass makes at most ``budget`` Discord calls. A 429 holds only that channel until its
+retry-after has passed; the pass goes on with the other channels' polls. A poll whose fetch fails
+transiently is retried with exponential backoff. Only Discord's 404 counts towards "the message is
+gone", through the failure tracker; a poll whose message has been gone for longer than
+``orphan_after`` is closed as orphaned (votes kept), never deleted. A cache miss or a transient
+error never counts as gone.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from cachetools import TTLCache
+from sqlalchemy import select
 
+from polly.db.models import Vote
 from polly.db.poll_rows import PollView
 from polly.engine.gateway import MAX_REACTION_USERS_PAGE, Gateway
 from polly.engine.repair import repair_events
@@ -116,30 +120,58 @@ class Reconciler:
         self._max_polls = max_polls
         self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not cryptography
         self._last_done: dict[int, datetime] = {}
-        self._retry_at: dict[int, tuple[datetime, int]] = {}
-        self._paused_until: datetime | None = None
+        # poll -> (retry after, failures, retry a marked poll after)
+        self._retry_at: dict[int, tuple[datetime, int, datetime]] = {}
+        self._held: dict[int, datetime] = {}  # channel -> end of the retry-after Discord gave
         self._max_marked = max_marked
         self._marked: OrderedDict[int, None] = OrderedDict()  # message ids needing a prompt repair
         self._mark_all = False
         self._confirm_seconds = confirm_seconds
         # (message, user, emoji) -> (first seen, the votes then): single-choice changes awaiting a 2nd read
         self._candidates: TTLCache[tuple[int, int, str], tuple[float, frozenset[int]]] = TTLCache(
-            maxsize=max_marked, ttl=max(confirm_seconds * 30, 60.0), timer=monotonic
+            maxsize=max_marked,
+            ttl=max(confirm_seconds * 30, 60.0),
+            timer=monotonic,
         )
+        # Since when this replica has received every event (the first mark_all, at start-up, leaves
+        # the construction time: the gateway connects later, so this errs towards "received"), and
+        # per message the latest time some of its events were lost (shed, failed) since then.
+        self._created = clock()
+        self._covered_since: datetime | None = None
+        self._lost_at: TTLCache[int, datetime] = TTLCache(maxsize=max_marked, ttl=3600.0, timer=monotonic)
         self._deferred = False
         self.passes = 0
         self.totals = ReconcileReport()
 
     def mark_message(self, message_id: int) -> None:
-        """Note that ``message_id``'s poll needs a prompt repair (past ``max_marked``: every poll)."""
+        """Note that ``message_id``'s poll needs a prompt repair, because some of its events may have
+        been missed (shed, failed to apply, a reaction removal given up); past ``max_marked``: every
+        poll."""
+        if self._votes.remover.giving_up != message_id:  # a removal given up loses no event
+            self._lost_at[message_id] = self._clock()
+        self._mark(message_id)
+
+    def _mark(self, message_id: int) -> None:
         if message_id not in self._marked and len(self._marked) >= self._max_marked:
-            self._mark_all = True
+            self.mark_all()
             return
         self._marked[message_id] = None
 
     def mark_all(self) -> None:
-        """Every active poll needs a prompt repair (start-up after downtime, an unknown shed)."""
+        """Every active poll needs a prompt repair, because any of their events up to now may have been
+        missed (start-up after downtime, a shed whose messages are unknown)."""
         self._mark_all = True
+        self._covered_since = self._created if self._covered_since is None else self._clock()
+
+    def may_have_missed(self, message_id: int, since: datetime) -> bool:
+        """Whether this replica may have missed an event of ``message_id`` taken in after ``since``:
+        it was not yet listening then (or has lost track of which messages it missed since), or it
+        lost some of that message's events later."""
+        covered = self._covered_since
+        if covered is None or since <= covered:
+            return True
+        lost = self._lost_at.get(message_id)
+        return lost is not None and since <= lost
 
     @property
     def marked(self) -> int:
@@ -160,8 +192,7 @@ class Reconciler:
         now = self._clock()
         report = ReconcileReport()
         self.passes += 1
-        if self._paused_until is not None and now < self._paused_until:
-            return report
+        self._held = {c: t for c, t in self._held.items() if t > now}
         lookback = timedelta(days=36_500) if marked else self._lookback
         candidates = await self._store.reconcile_candidates(now, lookback, self._max_polls)
         if not marked:
@@ -180,10 +211,12 @@ class Reconciler:
                 self._marked = OrderedDict.fromkeys(p.message_id for p in candidates if p.message_id)
         candidates.sort(key=lambda p: self._last_done.get(p.id, _NEVER))
         for poll in candidates:
-            if report.calls >= self.budget or report.rate_limited:
+            if report.calls >= self.budget:
                 break
+            if poll.channel_id in self._held:
+                continue  # that channel's retry-after is running: the others go on
             retry = self._retry_at.get(poll.id)
-            if retry is not None and retry[0] > now:
+            if retry is not None and (retry[2] if marked else retry[0]) > now:
                 continue
             report.polls += 1
             if await self._reconcile_poll(poll, now, report) and poll.message_id is not None:
@@ -232,7 +265,8 @@ class Reconciler:
                 self._backoff(poll.id, now, prompt=poll.message_id in self._marked)
         except RateLimitedError as err:
             report.rate_limited = True
-            self._paused_until = now + timedelta(seconds=err.retry_after_seconds)
+            if len(self._held) < self._max_polls:
+                self._held[poll.channel_id] = now + timedelta(seconds=err.retry_after_seconds)
         except GatewayError as err:
             report.transient_failures += 1
             self._backoff(poll.id, now, prompt=poll.message_id in self._marked)
@@ -244,10 +278,24 @@ class Reconciler:
         read_at: datetime, report: ReconcileReport,
     ) -> None:  # fmt: skip
         assert poll.message_id is not None
-        recorded = await self._store.votes_by_user(poll.id)
+        recorded, voted_at = await self._recorded(poll.id)
         remover = self._votes.remover
+
+        def is_leftover(message_id: int, user_id: int, emoji: str) -> bool:
+            """Removals this replica has not confirmed, and on single-choice polls any reaction other
+            than the vote when this replica received every event since the vote was recorded: a
+            newer choice would have reached it as an event, so the reaction is older than the vote
+            (one whose removal another replica is retrying, or was retrying when it stopped)."""
+            if remover.is_leftover(message_id, user_id, emoji):
+                return True
+            when, option = voted_at.get(user_id), poll.option_for(emoji)
+            return (
+                not poll.multiple_choice and when is not None and option not in recorded.get(user_id, set())
+                and not self.may_have_missed(message_id, when)
+            )  # fmt: skip
+
         events, leftovers = repair_events(
-            poll, held, recorded, complete=complete, is_leftover=remover.is_leftover, read_at=read_at,
+            poll, held, recorded, complete=complete, is_leftover=is_leftover, read_at=read_at,
             confirmed=self._confirmed,
         )  # fmt: skip
         for user, emoji in leftovers:
@@ -261,6 +309,24 @@ class Reconciler:
                 else:
                     report.votes_added += 1
 
+    async def _recorded(self, poll_id: int) -> tuple[dict[int, set[int]], dict[int, datetime]]:
+        """The poll's votes (user id → option indexes) and each user's latest ``voted_at``."""
+        # The votes with their times, which PollStore.votes_by_user does not return.
+        async with self._store._sessions() as session:  # noqa: SLF001
+            rows = await session.execute(
+                select(Vote.user_id, Vote.option_index, Vote.voted_at).where(Vote.poll_id == poll_id)
+            )
+            votes: dict[int, set[int]] = {}
+            times: dict[int, datetime] = {}
+            for user, option, voted_at in rows:
+                if not str(user).isdigit():
+                    continue
+                uid = int(user)
+                votes.setdefault(uid, set()).add(int(option))
+                if isinstance(voted_at, datetime) and (uid not in times or voted_at > times[uid]):
+                    times[uid] = voted_at
+            return votes, times
+
     def _confirmed(self, message_id: int, user_id: int, emoji: str, votes: frozenset[int]) -> bool:
         key, now = (message_id, user_id, emoji), self._monotonic()
         seen = self._candidates.get(key)
@@ -270,7 +336,7 @@ class Reconciler:
         if seen is None or seen[1] != votes:
             self._candidates[key] = (now, votes)
         self._deferred = True
-        self.mark_message(message_id)  # the second look comes from the prompt pass
+        self._mark(message_id)  # the second look comes from the prompt pass
         return False
 
     async def _read_users(
@@ -294,12 +360,18 @@ class Reconciler:
             after = page[-1].user_id
 
     def _backoff(self, poll_id: int, now: datetime, *, prompt: bool = False) -> None:
-        """Back a failing poll off: 30 s doubling up to an hour, or for a marked poll (which must be
-        repaired promptly) 2 s doubling up to a minute; with ±20 % jitter."""
-        failures = self._retry_at.get(poll_id, (now, 0))[1] + 1
-        base, most = (2.0, 60.0) if prompt else (30.0, 3600.0)
-        delay = min(base * 2 ** (failures - 1), most) * self._rng.uniform(0.8, 1.2)
-        self._retry_at[poll_id] = (now + timedelta(seconds=delay), failures)
+        """Back a failing poll off, with ±20 % jitter: the background pass 30 s doubling up to an
+        hour, the prompt pass (a marked poll must be repaired promptly, also when it failed in the
+        background before it was marked) 2 s doubling up to 10 s."""
+        failures = self._retry_at.get(poll_id, (now, 0, now))[1] + 1
+        jitter = self._rng.uniform(0.8, 1.2)
+        background = min(30.0 * 2 ** (failures - 1), 3600.0) * jitter
+        marked = min(2.0 * 2 ** (failures - 1), 10.0) * jitter
+        self._retry_at[poll_id] = (
+            now + timedelta(seconds=marked if prompt else background),
+            failures,
+            now + timedelta(seconds=marked),
+        )
 
     def _add(self, report: ReconcileReport) -> None:
         t = self.totals

@@ -23,8 +23,10 @@ multiple choice, anonymous      an addition not yet recorded     that option is 
 A single-choice user showing several unrecorded reactions gets the last of them in the poll's
 option order (Discord does not say which came last); all are removed. A change of mind over a
 recorded vote is applied only once the same reaction has been seen, with the same recorded vote,
-on reads at least ``confirm_seconds`` apart (10 s): a reaction whose removal another replica (or
-a replica before a crash) is still retrying is gone by then, so it is not taken for a new choice.
+on reads ``confirm_seconds`` apart (10 s): a reaction whose removal another replica is still
+retrying is gone by then. The reconciler passes that rule only where this replica may have missed
+the act; where it received every event since the vote was recorded, its ``is_leftover`` calls the
+reaction a leftover (a newer choice would have arrived as an event).
 A reaction whose removal the bot failed and has not yet confirmed
 (:meth:`ReactionRemover.is_leftover`) is a leftover, not a choice: it is removed and changes
 nothing. Votes are only removed from a complete read; an

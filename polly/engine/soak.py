@@ -272,7 +272,8 @@ async def run_soak(settings: Settings, options: SoakOptions) -> dict[str, Any]: 
     for i in range(CHANNELS):
         sandbox.ensure_channel(CHANNEL_BASE + i, GUILD_BASE + i % 5)
     transitions: Counter[tuple[int, str]] = Counter()
-    gateways = [ReplicaGateway(sandbox, 50_000) for _ in range(options.replicas)]
+    # Each replica's event queue is as long as the real gateway's (engine.vote_queue_max).
+    gateways = [ReplicaGateway(sandbox, settings.engine.vote_queue_max) for _ in range(options.replicas)]
     databases = [Database(settings.database) for _ in range(options.replicas)]
     engines = [
         Engine(

@@ -245,7 +245,7 @@ async def test_transient_errors_never_count_as_gone(url: str) -> None:
         h.sandbox.set_faults(FaultRates(server_error=0.5, rate_limited=0.25, forbidden=0.25))
         for _ in range(20):
             engine.reconciler._retry_at.clear()
-            engine.reconciler._paused_until = None
+            engine.reconciler._held.clear()
             await engine.reconciler.pass_once()
         assert (await h.poll(poll_id)).status == "active"
         assert engine.scheduler.stats.orphaned == 0
@@ -296,7 +296,7 @@ async def test_fault_storm_loses_no_vote_and_deletes_no_poll(url: str) -> None:
         for _ in range(5):
             h.clock.advance(seconds=5)
             engine.reconciler._retry_at.clear()
-            engine.reconciler._paused_until = None
+            engine.reconciler._held.clear()
             await engine.reconciler.pass_once()
             await h.drain(engine)
         audit = VoteAudit()

@@ -6,7 +6,7 @@ import pytest
 
 from polly.engine.sandbox import FaultRates
 from polly.errors import RateLimitedError
-from tests.polly.engine.harness import CHANNEL, USER, Harness, harness
+from tests.polly.engine.harness import CHANNEL, GUILD, USER, Harness, harness
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -252,3 +252,136 @@ async def test_a_leftover_another_process_is_retrying_is_not_read_as_a_change_of
         await other.reconciler.pass_once()
         assert await h.votes(poll_id) == {USER: {1}}
         assert not h.sandbox.has_reaction(message, USER, "🇦")
+
+
+async def test_a_slow_leftover_elsewhere_is_removed_not_read_as_a_change_of_mind_by_a_listening_replica(
+    sqlite_url: str,
+) -> None:
+    """r2 has been listening since before the vote was recorded, so a newer choice would have reached
+    it as an event: a reaction r1 is still failing to remove, however long, is no choice."""
+    async with harness(sqlite_url) as h:
+        engine, other = h.engine(), h.engine(replica="r2")
+        poll_id = await h.add_poll()
+        await engine.scheduler.tick()
+        message = await h.message_of(poll_id)
+        other.reconciler.mark_all()  # r2 starts (and from now on receives every event)
+        await other.reconciler.repair_marked()
+        h.clock.advance(seconds=1)
+        h.sandbox.set_faults(FaultRates(server_error=1.0))
+        h.sandbox.user_add_reaction(message, USER, "🇦")
+        await h.drain(engine)  # 🇦 recorded, its removal failed: r1 retries it
+        h.sandbox.user_add_reaction(message, USER, "🇧")
+        await h.drain(engine)  # 🇧 recorded; its removal fails too
+        assert await h.votes(poll_id) == {USER: {1}}
+        h.sandbox.set_faults(FaultRates())
+        for _ in range(3):  # r2 looks again and again, 11 s apart
+            h.clock.advance(seconds=11)
+            other.reconciler._retry_at.clear()
+            await other.reconciler.pass_once()
+            await other.reconciler.repair_marked()
+            assert await h.votes(poll_id) == {USER: {1}}
+        assert not h.sandbox.has_reaction(message, USER, "🇦")  # r2 removed the leftover itself
+        assert other.reconciler.marked == 0
+
+
+async def test_a_change_of_mind_is_applied_when_the_replica_lost_events_of_that_message_after_the_vote(
+    sqlite_url: str,
+) -> None:
+    async with harness(sqlite_url) as h:
+        engine = h.engine()
+        poll_id = await h.add_poll()
+        await engine.scheduler.tick()
+        message = await h.message_of(poll_id)
+        engine.reconciler.mark_all()  # start-up
+        await engine.reconciler.repair_marked()
+        h.clock.advance(seconds=1)
+        h.sandbox.user_add_reaction(message, USER, "🇦")
+        await h.drain(engine)
+        h.clock.advance(seconds=1)
+        h.sandbox.user_add_reaction(message, USER, "🇧")
+        await _lose_events(h)
+        engine.reconciler.mark_message(message)  # what a shed (or a batch given up) does
+        await engine.reconciler.repair_marked()
+        assert await h.votes(poll_id) == {USER: {0}}  # a change over a recorded vote: a second look
+        h.clock.advance(seconds=11)
+        await engine.reconciler.repair_marked()
+        assert await h.votes(poll_id) == {USER: {1}}
+        assert not h.sandbox.has_reaction(message, USER, "🇧")
+
+
+async def test_a_removal_given_up_is_not_a_lost_event(sqlite_url: str) -> None:
+    """A listening replica whose own removal failed for good still knows every act: the old
+    reaction is removed at the repair, never read as a new choice."""
+    async with harness(sqlite_url) as h:
+        engine = h.engine()
+        poll_id = await h.add_poll()
+        await engine.scheduler.tick()
+        message = await h.message_of(poll_id)
+        engine.reconciler.mark_all()
+        await engine.reconciler.repair_marked()
+        h.clock.advance(seconds=1)
+        h.sandbox.set_faults(FaultRates(forbidden=1.0))
+        h.sandbox.user_add_reaction(message, USER, "🇦")
+        await h.drain(engine)  # recorded; the removal is refused: given up, the poll marked
+        h.sandbox.set_faults(FaultRates())
+        h.sandbox.user_add_reaction(message, USER, "🇧")
+        await h.drain(engine)
+        engine.remover._leftovers.clear()  # forgotten (an hour passed): only the listening rule is left
+        assert engine.reconciler.marked == 1
+        for _ in range(2):
+            h.clock.advance(seconds=11)
+            await engine.reconciler.repair_marked()
+        assert await h.votes(poll_id) == {USER: {1}}
+        assert not h.sandbox.has_reaction(message, USER, "🇦")
+
+
+async def test_a_retry_after_holds_only_its_channel_and_the_repair_of_the_others_goes_on(
+    sqlite_url: str,
+) -> None:
+    async with harness(sqlite_url) as h:
+        engine = h.engine()
+        h.sandbox.ensure_channel(CHANNEL + 1, GUILD)
+        held = await h.add_poll(multiple_choice=True)
+        other = await h.add_poll(multiple_choice=True, channel_id=str(CHANNEL + 1))
+        await engine.scheduler.tick()
+        messages = [await h.message_of(held), await h.message_of(other)]
+        for message in messages:
+            h.sandbox.user_add_reaction(message, USER, "🇦")
+        await _lose_events(h)
+        h.sandbox.set_faults(FaultRates(rate_limited=1.0, retry_after_seconds=(5.0, 5.0)))
+        with pytest.raises(RateLimitedError):
+            await engine.discord.fetch_message(CHANNEL, messages[0])  # Discord: CHANNEL waits 5 s
+        h.sandbox.set_faults(FaultRates())
+        engine.reconciler.mark_all()
+        report = await engine.reconciler.repair_marked()
+        assert report.rate_limited
+        assert await h.votes(held) == {}
+        assert await h.votes(other) == {USER: {0}}  # the other channel was not held up
+        assert engine.reconciler.marked == 1
+        await engine.reconciler.repair_marked()  # still inside the window: CHANNEL is not called
+        assert await h.votes(held) == {}
+        h.clock.advance(seconds=6)
+        await engine.reconciler.repair_marked()
+        assert await h.votes(held) == {USER: {0}}
+        assert engine.reconciler.marked == 0
+        assert h.sandbox.counters().rate_limit_violations == 0
+
+
+async def test_a_marked_poll_does_not_wait_out_a_background_backoff(sqlite_url: str) -> None:
+    async with harness(sqlite_url) as h:
+        engine = h.engine()
+        poll_id = await h.add_poll(multiple_choice=True)
+        await engine.scheduler.tick()
+        message = await h.message_of(poll_id)
+        h.sandbox.set_faults(FaultRates(server_error=1.0))
+        for _ in range(3):  # the background pass fails: 30 s, 60 s, then 120 s of backoff
+            await engine.reconciler.pass_once()
+            h.clock.advance(seconds=80)
+        h.sandbox.set_faults(FaultRates())
+        h.sandbox.user_add_reaction(message, USER, "🇦")
+        await _lose_events(h)
+        engine.reconciler.mark_message(message)  # shed: a prompt repair is due
+        h.clock.advance(seconds=3)
+        await engine.reconciler.repair_marked()
+        assert await h.votes(poll_id) == {USER: {0}}
+        assert engine.reconciler.marked == 0
