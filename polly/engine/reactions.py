@@ -30,10 +30,13 @@ from dataclasses import dataclass
 
 from cachetools import TTLCache
 
+from polly.clock import Backoff
 from polly.engine.gateway import Gateway
 from polly.errors import ForbiddenError, GatewayError, NotFoundError, RateLimitedError
 
 logger = logging.getLogger(__name__)
+#: a failed removal is retried after 1 s, doubling, at most a minute (or the retry-after)
+REMOVAL_RETRY_BACKOFF = Backoff(1.0, 2.0, cap=60.0)
 
 #: (channel, message, emoji, user)
 Removal = tuple[int, int, str, int]
@@ -130,7 +133,7 @@ class ReactionRemover:
             if entry.attempts >= self._attempts:
                 self._give_up(removal, f"{entry.attempts} failures")
                 return False
-            delay = min(2.0 ** (entry.attempts - 1), 60.0)
+            delay = REMOVAL_RETRY_BACKOFF.delay(entry.attempts)
             if isinstance(err, RateLimitedError):
                 delay = max(delay, err.retry_after_seconds)
             entry.due = self._now() + delay

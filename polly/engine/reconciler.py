@@ -36,6 +36,7 @@ from typing import Protocol
 from cachetools import TTLCache
 from sqlalchemy import select
 
+from polly.clock import Backoff
 from polly.db.models import Vote
 from polly.db.poll_rows import PollView
 from polly.engine.gateway import MAX_REACTION_USERS_PAGE, Gateway
@@ -45,6 +46,10 @@ from polly.engine.votes import VoteProcessor
 from polly.errors import GatewayError, NotFoundError, RateLimitedError
 
 logger = logging.getLogger(__name__)
+#: a failing poll in the background pass: 30 s doubling up to an hour, shortened by up to 20 %
+BACKGROUND_BACKOFF = Backoff(30.0, 2.0, cap=3600.0, jitter=0.2)
+#: a failing marked poll (the prompt pass): 2 s doubling up to 10 s, shortened by up to 20 %
+MARKED_BACKOFF = Backoff(2.0, 2.0, cap=10.0, jitter=0.2)
 
 Clock = Callable[[], datetime]
 _NEVER = datetime(1970, 1, 1)  # noqa: DTZ001 - naive UTC, like every engine time
@@ -360,13 +365,13 @@ class Reconciler:
             after = page[-1].user_id
 
     def _backoff(self, poll_id: int, now: datetime, *, prompt: bool = False) -> None:
-        """Back a failing poll off, with ±20 % jitter: the background pass 30 s doubling up to an
-        hour, the prompt pass (a marked poll must be repaired promptly, also when it failed in the
-        background before it was marked) 2 s doubling up to 10 s."""
+        """Back a failing poll off (:data:`BACKGROUND_BACKOFF`, or :data:`MARKED_BACKOFF` for the prompt
+        pass: a marked poll must be repaired promptly, also when it failed in the background before
+        it was marked); one jitter draw for both."""
         failures = self._retry_at.get(poll_id, (now, 0, now))[1] + 1
-        jitter = self._rng.uniform(0.8, 1.2)
-        background = min(30.0 * 2 ** (failures - 1), 3600.0) * jitter
-        marked = min(2.0 * 2 ** (failures - 1), 10.0) * jitter
+        draw = self._rng.random()
+        background = BACKGROUND_BACKOFF.base(failures) * (1.0 - BACKGROUND_BACKOFF.jitter * draw)
+        marked = MARKED_BACKOFF.base(failures) * (1.0 - MARKED_BACKOFF.jitter * draw)
         self._retry_at[poll_id] = (
             now + timedelta(seconds=marked if prompt else background),
             failures,
