@@ -119,7 +119,12 @@ async def open_app(
 @contextlib.contextmanager
 def open_database(settings: Settings) -> Iterator[Database]:
     """The process's one database for a short synchronous command (``polly poll ...``): made the
-    process's, never prepared (a command does not create a schema), disposed on the way out."""
+    process's, never prepared (a command does not create a schema), disposed on the way out. In a
+    process that already runs polly on the same database, the command uses that one and leaves it."""
+    running = current_database.configured()
+    if running is not None and running.settings == settings.database:
+        yield running
+        return
     database = current_database.configure_database(settings.database)
     try:
         yield database

@@ -62,7 +62,7 @@ def soak(
     """Run replicas of the engine against the sandbox under load and faults; write report.json and
     report.png; exit 1 if a vote was lost or invented, a cap exceeded, a transition happened twice, a
     poll was deleted or a replica called Discord inside a retry-after window it had been given."""
-    from polly.engine.soak import SoakOptions, run_soak, soak_settings
+    from polly.sandbox.soak import SoakOptions, run_soak, soak_settings
 
     settings = soak_settings(settings_or_exit(config_path), database_url)
     configure_logging(settings.general.log_level)

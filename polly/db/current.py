@@ -32,6 +32,11 @@ def configure_database(settings: DatabaseSettings) -> Database:
         return _current
 
 
+def configured() -> Database | None:
+    """The process-wide database if one is configured (never creates one)."""
+    return _current
+
+
 def get_database() -> Database:
     """The process-wide database, configured from the loaded settings on first use."""
     global _current  # noqa: PLW0603 - see configure_database

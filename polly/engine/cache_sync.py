@@ -10,7 +10,7 @@ and nothing waits.
 
 from __future__ import annotations
 
-from polly.redis_client import RedisClient
+from polly.redis import RedisConnector
 
 POLL_CACHE_KEYS = ("poll_results", "live_poll_results", "poll_dashboard", "closed_poll_results")
 
@@ -18,10 +18,12 @@ POLL_CACHE_KEYS = ("poll_results", "live_poll_results", "poll_dashboard", "close
 class PollCacheInvalidator:
     """Deletes a poll's cached results in upstream's key layout."""
 
-    def __init__(self, client: RedisClient) -> None:
-        self._client = client
+    def __init__(self, redis: RedisConnector) -> None:
+        self._redis = redis
         self.invalidations = 0
 
     async def __call__(self, poll_id: int) -> None:
-        await self._client.delete(*(f"cache:{name}:{poll_id}" for name in POLL_CACHE_KEYS))
+        keys = [f"cache:{name}:{poll_id}" for name in POLL_CACHE_KEYS]
+        self._redis.forget(*keys)  # the fallback cache must not answer with the old results either
+        await self._redis.run(lambda r: r.delete(*keys), 0, "DEL")
         self.invalidations += 1

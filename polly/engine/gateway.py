@@ -2,7 +2,7 @@
 
 The engine talks to Discord only through :class:`Gateway`. Two implementations exist:
 :class:`polly.engine.discord_adapter.DiscordGateway` (discord.py) and
-:class:`polly.engine.sandbox.SandboxGateway` (an in-process stand-in with fault injection).
+:class:`polly.sandbox.gateway.SandboxGateway` (an in-process stand-in with fault injection).
 No discord.py type crosses this boundary.
 
 Failures are polly's own (:mod:`polly.errors`): :class:`~polly.errors.NotFoundError` (404: the
@@ -27,10 +27,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from polly.errors import PollValidationError
 
@@ -394,3 +394,23 @@ class Gateway(Protocol):
         A user who does not accept DMs is :class:`~polly.errors.ForbiddenError`.
         """
         ...
+
+
+async def _nothing_to_prepare(_database: object) -> None:
+    return None
+
+
+def _nothing_to_close() -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayParts:
+    """A gateway with what its kind adds to a run, so the assembly never asks which kind it is:
+    ``prepare(database)`` once the database is open (before the engine starts), extra supervised
+    ``loops`` as (name, loop function) pairs, and ``close()`` on the way out."""
+
+    gateway: Gateway
+    prepare: Callable[[Any], Awaitable[None]] = _nothing_to_prepare
+    loops: tuple[tuple[str, Callable[[Any], Awaitable[None]]], ...] = ()
+    close: Callable[[], None] = _nothing_to_close

@@ -1,9 +1,9 @@
 """``polly run``: settings → database → gateway → engine on the supervisor, until a signal.
 
-Start-up order: the database (a fresh one gets upstream's schema; an existing one must pass the
-schema check, else ``polly db upgrade`` is named), telemetry (the ``polly.telemetry`` entry point,
-when installed and enabled: polly itself never imports OpenTelemetry), the gateway (discord.py
-with ``DISCORD_TOKEN``, or the sandbox), then the engine's loops. SIGINT and SIGTERM stop it
+Start-up order: the gateway's parts (discord.py with ``DISCORD_TOKEN``, or the sandbox; a missing
+token fails before anything opens), the process's resources from :func:`polly.app.open_app` (the
+database, checked or created, Redis, telemetry), then the engine's loops and the app's shared ones
+(Redis probe, slow checkouts, telemetry, the dashboard) on one supervisor. SIGINT and SIGTERM stop it
 gracefully within ``engine.shutdown_timeout_seconds``, at any moment: during start-up (the
 database, the first connection to Discord) they abandon it at once and exit 0. A final refusal by
 Discord (a rejected ``DISCORD_TOKEN``, a disallowed intent) stops it the same way, and
@@ -15,43 +15,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
-from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Any
 
 import psutil
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from polly.app import App, open_app
 from polly.config import Settings
 from polly.db.engine import Database
 from polly.db.models import Poll
-from polly.db.schema import check_schema, create_schema
 from polly.engine.cache_sync import PollCacheInvalidator
 from polly.engine.discord_health import GatewayHealth
-from polly.engine.gateway import Gateway
-from polly.engine.sandbox import SandboxGateway
-from polly.engine.sandbox_restore import continue_sandbox
-from polly.engine.sandbox_voters import SandboxVoters
-from polly.engine.service import Engine, set_current_engine, utcnow_naive
-from polly.errors import ConfigError, PollyError, SchemaError
+from polly.engine.gateway import Gateway, GatewayParts
+from polly.engine.service import Engine, set_current_engine
+from polly.errors import ConfigError, PollyError
 from polly.outages import OutageLog
-from polly.redis import current_redis
-from polly.redis_client import RedisClient
-from polly.stats import registry as stats_registry
-from polly.supervisor import Readiness, Supervisor, ready_at_once
+from polly.supervisor import Readiness, Supervisor
 
 logger = logging.getLogger("polly")
 status_logger = logging.getLogger("polly.status")
-
-DEMO_GUILD_ID = 900_000_000_000_000_001
-DEMO_CHANNEL_ID = 900_000_000_000_000_002
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,77 +50,6 @@ class RunOptions:
     seed_polls: int = 3
     voters: int = 40
     events_per_second: float = 4.0
-
-
-def prepare_database(database: Database) -> None:
-    """Create upstream's schema on a fresh database; refuse one that cannot be used as it is."""
-    url = database.settings.url.get_secret_value()
-    if url.startswith("sqlite") and ":memory:" not in url and "///" in url:
-        Path(url.split("///", 1)[1].split("?", 1)[0]).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    report = check_schema(database.sync_engine)
-    if report.detected_version is None:
-        create_schema(database.sync_engine)
-        logger.info("created upstream's schema in %s", database.redacted_url)
-        return
-    if not report.usable:
-        findings = "; ".join(report.lines()[2:])
-        msg = f"the database {database.redacted_url} cannot be used as it is ({findings}); "
-        msg += "run `polly db upgrade`"
-        raise SchemaError(msg)
-    if not report.up_to_date:
-        logger.warning(
-            "database %s lacks polly's indexes; `polly db upgrade` adds them", database.redacted_url
-        )
-
-
-async def seed_demo_polls(database: Database, count: int) -> int:
-    """A few polls for the sandbox, written only when no poll is scheduled or active (an empty
-    database, or one whose polls have all closed). Returns how many."""
-    async with database.async_session_scope() as session:
-        live = select(func.count()).select_from(Poll).where(Poll.status.in_(("scheduled", "active")))
-        if (await session.scalar(live)) or count <= 0:
-            return 0
-        now = utcnow_naive()
-        kinds: list[dict[str, Any]] = [
-            {"name": "Lunch", "options": ["Pizza", "Tacos", "Salad"], "multiple_choice": False},
-            {"name": "Team games", "options": ["Chess", "Go", "Bridge", "Poker"], "multiple_choice": True,
-             "max_choices": 2},
-            {"name": "Secret ballot", "options": ["Yes", "No"], "anonymous": True},
-        ]  # fmt: skip
-        for i in range(count):
-            kind = kinds[i % len(kinds)]
-            poll = Poll(
-                question=f"Sandbox poll {i + 1}: what do you choose?",
-                server_id=str(DEMO_GUILD_ID),
-                channel_id=str(DEMO_CHANNEL_ID),
-                creator_id="0",
-                open_time=now,
-                close_time=now + timedelta(minutes=10 + 5 * i),
-                open_immediately=True,
-                timezone="UTC",
-                status="scheduled",
-                **{k: v for k, v in kind.items() if k != "options"},
-            )
-            poll.options = kind["options"]
-            session.add(poll)
-    return count
-
-
-def _start_telemetry(settings: Settings, loop: asyncio.AbstractEventLoop) -> list[Any]:
-    """Start every installed ``polly.telemetry`` plugin; a failing plugin is logged, never fatal.
-
-    Given the loop, a plugin schedules its loop-side work (the gc census) on it with loop callbacks,
-    not tasks; :meth:`shutdown` on the handle stops it.
-    """
-    if not settings.general.monitoring.enabled:
-        return []
-    handles = []
-    for ep in entry_points(group="polly.telemetry"):
-        try:
-            handles.append(ep.load()(settings, loop=loop))
-        except Exception:
-            logger.exception("telemetry plugin %s failed to start; running without it", ep.name)
-    return handles
 
 
 class _Stopper:
@@ -216,43 +132,42 @@ async def _status_counts(database: Database, outages: OutageLog) -> dict[str, in
     return counts
 
 
-def build_gateway(settings: Settings, options: RunOptions) -> Gateway:
-    """The sandbox, or discord.py with ``DISCORD_TOKEN`` (a clear error without one)."""
+def build_gateway(
+    settings: Settings, options: RunOptions, on_fatal: Callable[[PollyError], None] | None = None
+) -> GatewayParts:
+    """The sandbox (with its demo polls and voters), or discord.py with ``DISCORD_TOKEN`` (a clear
+    error without one); ``on_fatal`` hears Discord's final refusals."""
     if options.sandbox:
-        rng = random.Random()  # noqa: S311 - simulation, not cryptography
-        return SandboxGateway(rng=rng, max_events=settings.engine.vote_queue_max)
+        from polly.sandbox.run import sandbox_parts
+
+        return sandbox_parts(
+            settings,
+            seed_polls=options.seed_polls,
+            voters=options.voters,
+            events_per_second=options.events_per_second,
+        )
     token = settings.discord.token
     if token is None or not token.get_secret_value().strip():
         msg = "DISCORD_TOKEN is not set: set it to run against Discord, or use `polly run --sandbox`"
         raise ConfigError([msg])  # a settings problem: `polly run` exits 2
     from polly.engine.discord_adapter import DiscordGateway
 
-    return DiscordGateway(
+    gateway = DiscordGateway(
         token,
         api_base=settings.discord.api_base,
         gateway_url=settings.discord.gateway_url,
         max_events=settings.engine.vote_queue_max,
     )
-
-
-def _nothing() -> None:
-    pass
-
-
-def _report_sandbox_health() -> Callable[[], None]:
-    """The sandbox's gateway in the stats registry (kind ``gateway``, name ``sandbox``): connected from
-    the start, with no network round trip, so ``polly run --sandbox`` reports the same gateway
-    metrics as a run against Discord. Returns the unregister function."""
-    health = GatewayHealth("sandbox", latency=lambda: 0.0)
-    health.connected(resumed=False)
-    return stats_registry.register("gateway", "sandbox", health.snapshot)
+    if on_fatal is not None:
+        gateway.on_fatal = on_fatal
+    return GatewayParts(gateway)
 
 
 async def run(settings: Settings, options: RunOptions, *, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set, a signal arrives, or ``options.duration_seconds`` pass.
 
-    A missing token fails before anything is opened; whatever was opened is released on the way out,
-    whichever step failed.
+    A missing token fails before anything is opened; whatever was opened is released on the way out
+    (:func:`polly.app.open_app`), whichever step failed.
     """
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
@@ -263,26 +178,18 @@ async def run(settings: Settings, options: RunOptions, *, stop: asyncio.Event | 
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stopper.request)
             signals.append(sig)
-    gateway = build_gateway(settings, options)
-    unregister_health = _report_sandbox_health() if isinstance(gateway, SandboxGateway) else _nothing
-    if not options.sandbox:
-        from polly.engine.discord_adapter import DiscordGateway
-
-        if isinstance(gateway, DiscordGateway):
-            gateway.on_fatal = stopper.refused
-    database = Database(settings.database)
-    redis: RedisClient | None = None
-    telemetry: list[Any] = []
+    parts = build_gateway(settings, options, stopper.refused)
     engine: Engine | None = None
     try:
-        await asyncio.to_thread(prepare_database, database)
-        database.open()
-        redis = await _open_redis(settings)
-        telemetry = _start_telemetry(settings, loop)
-        invalidate = PollCacheInvalidator(redis) if redis is not None else None
-        engine = Engine(settings, database, gateway, on_poll_changed=invalidate)
-        set_current_engine(engine)
-        await _serve(engine, database, gateway, options, stopper)
+        async with open_app(settings, telemetry=True) as app:
+            invalidate = PollCacheInvalidator(app.redis) if app.redis is not None else None
+            engine = Engine(settings, app.database, parts.gateway, on_poll_changed=invalidate)
+            set_current_engine(engine)
+            try:
+                await _serve(app, engine, parts, options, stopper)
+            finally:
+                set_current_engine(None)
+                engine.close()
     except asyncio.CancelledError:
         if not stopper.cancelled or main is None:
             raise
@@ -292,55 +199,28 @@ async def run(settings: Settings, options: RunOptions, *, stop: asyncio.Event | 
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
-        unregister_health()
-        set_current_engine(None)
-        if engine is not None:
-            engine.close()
-        for handle in telemetry:
-            with contextlib.suppress(Exception):
-                handle.shutdown()
-        if redis is not None:
-            await redis.disconnect()
-        await database.dispose()
+        parts.close()
     if stopper.fatal is not None:
         raise stopper.fatal
 
 
 async def _serve(
-    engine: Engine, database: Database, gateway: Gateway, options: RunOptions, stopper: _Stopper
+    app: App, engine: Engine, parts: GatewayParts, options: RunOptions, stopper: _Stopper
 ) -> None:
     """The supervised part of :func:`run`: every loop, until ``stop`` or the duration."""
     cfg = engine.settings.engine
     async with Supervisor(name="polly", shutdown_timeout_seconds=cfg.shutdown_timeout_seconds) as sup:
-        if isinstance(gateway, SandboxGateway):
-            adopted = await continue_sandbox(database, gateway)
-            if adopted:
-                logger.info("sandbox: continued %d poll message(s) of an earlier run", adopted)
-            seeded = await seed_demo_polls(database, options.seed_polls)
-            if seeded:
-                logger.info("sandbox: seeded %d demo poll(s)", seeded)
+        await parts.prepare(app.database)
         engine.start(sup)
-        connector = current_redis()
-        from polly.web.serve import serve_web  # the dashboard's libraries load only when it is served
-
-        serve_web(engine.settings, database, connector, sup)
-        if connector is not None:
-            sup.start_loop("redis-probe", ready_at_once(connector.probe_loop))
-        sup.start_loop("db-slow-checkouts", ready_at_once(database.watch_slow_checkouts))
-        if isinstance(gateway, SandboxGateway) and options.voters > 0 and options.events_per_second > 0:
-            voters = SandboxVoters(
-                gateway,
-                voters=options.voters,
-                events_per_second=options.events_per_second,
-                rng=random.Random(),  # noqa: S311 - simulation, not cryptography
-            )
-            sup.start_loop("sandbox-voters", ready_at_once(voters.run))
+        app.supervise(sup)
+        for name, fn in parts.loops:
+            sup.start_loop(name, fn)
         sup.start_loop(
-            "status", lambda ready: _status_loop(engine, database, cfg.status_interval_seconds, ready)
+            "status", lambda ready: _status_loop(engine, app.database, cfg.status_interval_seconds, ready)
         )
         # Discord may be unreachable for a while: that is waited out (and said once by the
         # gateway); the rest of start-up is then bounded.
-        await gateway.wait_until_ready()
+        await parts.gateway.wait_until_ready()
         await sup.wait_ready(cfg.startup_timeout_seconds)
         stopper.starting = False
         if stopper.stop.is_set():
@@ -349,23 +229,9 @@ async def _serve(
             return
         logger.info("polly is running (replica %s); Ctrl-C stops it", engine.replica)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopper.stop.wait(), options.duration_seconds)
+            async with asyncio.timeout(options.duration_seconds):
+                await stopper.stop.wait()
         logger.info("stopping")
         stuck = await sup.shutdown(cfg.shutdown_timeout_seconds)
         if stuck:
             logger.error("did not stop in time: %s", ", ".join(stuck))
-
-
-async def _open_redis(settings: Settings) -> RedisClient | None:
-    """The process's Redis client when Redis is enabled; unreachable is fine (the breaker opens and the
-    probe closes it later), a wrong password or db number stops start-up."""
-    if not settings.redis.enabled:
-        return None
-    client = RedisClient(settings.redis)
-    if await client.connect():
-        logger.info("redis: connected to %s", settings.redis.effective_url())
-    else:
-        logger.warning(
-            "redis: %s unreachable; running on fallbacks until it answers", settings.redis.effective_url()
-        )
-    return client

@@ -257,12 +257,11 @@ class Engine:
         await self.gateway.wait_until_ready()
 
     async def _run_gateway(self, ready: Readiness) -> None:
-        async def signal() -> None:
-            await self._ready_gateway()
-            ready.ready()
-
+        # Ready at once: the connection's readiness is the gateway's own (`wait_until_ready`), which
+        # every loop that needs Discord awaits, and `polly run` waits for before the rest of start-up.
+        ready.ready()
         try:
-            await asyncio.gather(self.gateway.start(), signal())
+            await self.gateway.start()
         finally:
             await self.gateway.close()
 

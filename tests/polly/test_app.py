@@ -126,3 +126,16 @@ def test_telemetry_plugins_are_started_for_the_owner_to_run(tmp_path: Path) -> N
     assert len(handles) == 1  # the broken plugin is logged and skipped
     off = _settings(tmp_path, OTEL_SDK_DISABLED="true")
     assert start_telemetry(off, lambda: [_Ep()]) == []
+
+
+async def test_a_command_in_a_running_process_uses_its_database(tmp_path: Path) -> None:
+    from polly.app import open_database
+
+    settings = _settings(tmp_path)
+    async with open_app(settings) as app:
+        with open_database(settings) as database:
+            assert database is app.database  # no second pool beside the running one
+        assert current.configured() is app.database  # and the command left it open
+    with open_database(settings) as database:
+        assert current.configured() is database
+    assert current.configured() is None

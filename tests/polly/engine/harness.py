@@ -16,8 +16,8 @@ from polly.db.engine import Database
 from polly.db.models import Poll, Vote
 from polly.db.schema import create_schema
 from polly.engine.gateway import Gateway
-from polly.engine.sandbox import FaultRates, SandboxGateway
 from polly.engine.service import Engine
+from polly.sandbox.gateway import FaultRates, SandboxGateway
 
 CHANNEL = 810_000_000_000_000_001
 GUILD = 800_000_000_000_000_001

@@ -7,16 +7,15 @@ import redis.asyncio as aioredis
 from polly.config import load_settings
 from polly.engine.cache_sync import POLL_CACHE_KEYS, PollCacheInvalidator
 from polly.engine.service import Engine
-from polly.redis_client import RedisClient
+from polly.redis import close_redis, open_redis
 from tests.polly.engine.harness import USER, harness
 
 
 async def test_votes_and_closing_invalidate_upstreams_result_caches(sqlite_url: str, redis_url: str) -> None:
-    client = RedisClient(load_settings(environ={"REDIS_URL": redis_url}).redis)
+    connector = await open_redis(load_settings(environ={"REDIS_URL": redis_url}).redis)
     raw = aioredis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        assert await client.connect()
-        invalidate = PollCacheInvalidator(client)
+        invalidate = PollCacheInvalidator(connector)
         async with harness(sqlite_url, embed_update_interval_seconds=0.1) as h:
             engine = Engine(h.settings, h.database, h.sandbox, clock=h.clock, on_poll_changed=invalidate)
             poll_id = await h.add_poll()
@@ -38,4 +37,4 @@ async def test_votes_and_closing_invalidate_upstreams_result_caches(sqlite_url: 
             assert invalidate.invalidations == 2
     finally:
         await raw.aclose()
-        await client.disconnect()
+        await close_redis()

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from polly.engine.sandbox import SandboxGateway
 from polly.polls.service import close_poll
+from polly.sandbox.gateway import SandboxGateway
 from tests.polly.engine.harness import harness
 
 

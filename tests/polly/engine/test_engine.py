@@ -16,9 +16,9 @@ from sqlalchemy import text
 from polly.db.engine import Database
 from polly.db.poll_rows import poll_view
 from polly.engine.gateway import PostedMessage
-from polly.engine.sandbox import FaultRates, SandboxGateway
-from polly.engine.soak_check import ReplicaGateway, VoteAudit, audit_poll
 from polly.errors import RateLimitedError, ServerError
+from polly.sandbox.gateway import FaultRates, SandboxGateway
+from polly.sandbox.soak_check import ReplicaGateway, VoteAudit, audit_poll
 from tests.polly.engine.harness import CHANNEL, USER, Harness, harness
 
 pytestmark = pytest.mark.timeout(120)

@@ -14,8 +14,8 @@ from pydantic import SecretStr
 
 from polly.engine.discord_adapter import DiscordGateway, reaction_route_emoji
 from polly.engine.gateway import Embed, EmbedField, Gateway
-from polly.engine.sandbox import SandboxGateway
 from polly.errors import NotFoundError, PollValidationError
+from polly.sandbox.gateway import SandboxGateway
 from tests.discord_standin import DiscordStandin
 from tests.polly.engine.fake_discord import FakeDiscord
 

@@ -7,8 +7,8 @@ import random
 import pytest
 
 from polly.engine.rate_gate import DM_BUCKET, RateLimitGate
-from polly.engine.sandbox import FaultRates, SandboxGateway
 from polly.errors import RateLimitedError
+from polly.sandbox.gateway import FaultRates, SandboxGateway
 
 
 class Clock:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from polly.engine.sandbox import FaultRates
 from polly.errors import RateLimitedError
+from polly.sandbox.gateway import FaultRates
 from tests.polly.engine.harness import CHANNEL, GUILD, USER, Harness, harness
 
 pytestmark = pytest.mark.timeout(120)

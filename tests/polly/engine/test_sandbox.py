@@ -9,9 +9,9 @@ import random
 import pytest
 
 from polly.engine.gateway import Embed, ReactionEvent
-from polly.engine.sandbox import SANDBOX_BOT_ID, FaultRates, SandboxGateway
-from polly.engine.sandbox_voters import FIRST_VOTER_ID, SandboxVoters
 from polly.errors import ForbiddenError, GatewayError, NotFoundError, RateLimitedError, ServerError
+from polly.sandbox.gateway import SANDBOX_BOT_ID, FaultRates, SandboxGateway
+from polly.sandbox.voters import FIRST_VOTER_ID, SandboxVoters
 
 EMBED = Embed(title="Q?")
 CH = 10

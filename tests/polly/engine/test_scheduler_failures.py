@@ -10,9 +10,9 @@ import random
 import pytest
 
 from polly.engine.finalizer import FINAL_RETRY_INITIAL_SECONDS
-from polly.engine.sandbox import SandboxGateway
 from polly.errors import GatewayError, NotFoundError
 from polly.polls.service import close_poll
+from polly.sandbox.gateway import SandboxGateway
 from tests.polly.engine.harness import harness
 
 EMOJIS = [chr(0x1F1E6 + i) for i in range(22)]  # 🇦..🇻: 22 options, 2 over Discord's cap

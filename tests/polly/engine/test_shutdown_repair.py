@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from polly.engine.sandbox import FaultRates
+from polly.sandbox.gateway import FaultRates
 from polly.supervisor import Supervisor
 from tests.polly.engine.harness import USER, harness
 

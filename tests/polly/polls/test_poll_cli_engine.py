@@ -22,8 +22,9 @@ from polly.config import load_settings
 from polly.db.schema import create_schema
 from polly.engine import runner
 from polly.engine.embeds import COLOUR_ACTIVE, COLOUR_CLOSED
-from polly.engine.sandbox import SANDBOX_BOT_ID, SandboxGateway
-from polly.engine.sandbox_truth import MessageTruth
+from polly.engine.gateway import GatewayParts
+from polly.sandbox.gateway import SANDBOX_BOT_ID, SandboxGateway
+from polly.sandbox.truth import MessageTruth
 from tests.polly.polls.conftest import IDS
 
 TICK_SECONDS = 1.0
@@ -71,7 +72,9 @@ async def test_a_created_poll_opens_in_the_sandbox_and_close_and_reopen_reach_it
     )
     settings = settings.model_copy(update={"redis": settings.redis.model_copy(update={"enabled": False})})
     gateway = SandboxGateway(rng=random.Random(9))
-    monkeypatch.setattr(runner, "build_gateway", lambda _settings, _options: gateway)
+    monkeypatch.setattr(
+        runner, "build_gateway", lambda _settings, _options, _on_fatal=None: GatewayParts(gateway)
+    )
     caplog.set_level(logging.INFO, logger="polly")
     stop = asyncio.Event()
     # One simulated voter acting about once an hour: the sandbox's reactions stay the engine's own.

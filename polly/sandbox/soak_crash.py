@@ -1,7 +1,7 @@
 """``polly soak --crash-cycles N``: replicas as separate processes, SIGKILLed and restarted.
 
 The soak process holds the sandbox Discord (ground truth, faults) and serves it on loopback
-(:mod:`polly.engine.sandbox_remote`); each replica is a ``python -m polly.engine.soak_replica``
+(:mod:`polly.sandbox.remote`); each replica is a ``python -m polly.sandbox.soak_replica``
 process on the shared database. During the run, N times at even intervals, one replica (in turn) is
 killed with SIGKILL (no drain, its queued events lost, as in a crash) and started again a second
 later; while it is down it receives no events, as with Discord. At the end the voters stop and Discord
@@ -24,15 +24,10 @@ import time
 from collections import Counter
 from typing import Any
 
-from sqlalchemy import func, select
-
 from polly.config import Settings
-from polly.db.engine import Database
-from polly.db.models import Poll
-from polly.engine.runner import prepare_database
-from polly.engine.sandbox import FaultRates, SandboxGateway
-from polly.engine.sandbox_remote import SandboxServer
-from polly.engine.soak import (
+from polly.sandbox.gateway import FaultRates, SandboxGateway
+from polly.sandbox.remote import SandboxServer
+from polly.sandbox.soak import (
     CHANNEL_BASE,
     CHANNELS,
     GUILD_BASE,
@@ -40,9 +35,8 @@ from polly.engine.soak import (
     Voters,
     audit,
     fault_rates,
-    seed_polls,
+    seeded_database,
 )
-from polly.errors import PollyError
 from polly.supervisor import Supervisor, ready_at_once
 
 logger = logging.getLogger("polly.soak")
@@ -51,7 +45,7 @@ logger = logging.getLogger("polly.soak")
 async def _spawn(name: str, port: int, url: str, log: Any) -> asyncio.subprocess.Process:
     env = dict(os.environ, DATABASE_URL=url)
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "polly.engine.soak_replica", "--port", str(port), "--replica", name,
+        sys.executable, "-m", "polly.sandbox.soak_replica", "--port", str(port), "--replica", name,
         env=env, stdout=log, stderr=log,
     )  # fmt: skip
 
@@ -59,13 +53,7 @@ async def _spawn(name: str, port: int, url: str, log: Any) -> asyncio.subprocess
 async def run_crash_soak(settings: Settings, options: SoakOptions, cycles: int) -> dict[str, Any]:  # noqa: PLR0915 - one linear script
     """Run the crash soak and write ``report.json``; returns the report."""
     rng = random.Random(options.seed)  # noqa: S311 - a reproducible simulation
-    admin = Database(settings.database)
-    await asyncio.to_thread(prepare_database, admin)
-    async with admin.async_session_scope() as session:
-        if await session.scalar(select(func.count()).select_from(Poll)):
-            msg = f"the soak needs an empty database; {admin.redacted_url} has polls"
-            raise PollyError(msg)
-    await seed_polls(admin, options, rng)
+    admin = await seeded_database(settings, options, rng)
     sandbox = SandboxGateway(
         rng=random.Random(options.seed + 1),  # noqa: S311 - a reproducible simulation
         faults=fault_rates(options.fault_rate), max_events=100_000,

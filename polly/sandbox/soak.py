@@ -6,7 +6,7 @@ act at a fixed rate while faults are injected into a share of the Discord calls.
 ``sample_interval`` the soak records RSS, the live objects of the most common classes, the pools'
 connections in use and the event rate. At the end voting stops, the queues drain, a last
 reconcile pass runs without faults, and the database is audited against the sandbox's ground
-truth (:mod:`polly.engine.soak_check`).
+truth (:mod:`polly.sandbox.soak_check`).
 
 To keep the harness itself from looking like a leak, voters first cover every (message, voter)
 pair (so the sandbox's ground truth reaches its full size during the warm-up) and scheduled polls
@@ -34,15 +34,15 @@ from typing import Any
 import psutil
 from sqlalchemy import func, insert, select, text
 
+from polly.app import prepare_database
 from polly.config import SecretUrl, Settings
 from polly.db.engine import Database
 from polly.db.models import Poll, Vote
 from polly.db.poll_rows import poll_view
-from polly.engine.runner import prepare_database
-from polly.engine.sandbox import FaultRates, SandboxGateway
 from polly.engine.service import Engine, utcnow_naive
-from polly.engine.soak_check import ReplicaGateway, VoteAudit, audit_poll
 from polly.errors import CorruptPollError, PollyError
+from polly.sandbox.gateway import FaultRates, SandboxGateway
+from polly.sandbox.soak_check import ReplicaGateway, VoteAudit, audit_poll
 from polly.supervisor import Readiness, Supervisor, ready_at_once
 
 logger = logging.getLogger("polly.soak")
@@ -244,25 +244,33 @@ def growing_classes(samples: Iterable[Sample], after: float) -> list[str]:
     ]
 
 
-async def run_soak(settings: Settings, options: SoakOptions) -> dict[str, Any]:  # noqa: PLR0915 - one linear script
-    """Run the soak and write ``report.json`` (and ``report.png`` when matplotlib is installed).
-
-    With ``crash_cycles`` the replicas are separate processes killed and restarted
-    (:mod:`polly.engine.soak_crash`).
-    """
-    if options.crash_cycles:
-        from polly.engine.soak_crash import run_crash_soak
-
-        return await run_crash_soak(soak_settings(settings), options, options.crash_cycles)
-    rng = random.Random(options.seed)  # noqa: S311 - a reproducible simulation
-    settings = soak_settings(settings)
+async def seeded_database(settings: Settings, options: SoakOptions, rng: random.Random) -> Database:
+    """The soak's own handle on the database (audit, connection counts): prepared, refused unless
+    it holds no poll, then seeded with the soak's polls."""
     admin = Database(settings.database)
     await asyncio.to_thread(prepare_database, admin)
     async with admin.async_session_scope() as session:
         if await session.scalar(select(func.count()).select_from(Poll)):
             msg = f"the soak needs an empty database; {admin.redacted_url} has polls"
+            await admin.dispose()
             raise PollyError(msg)
     await seed_polls(admin, options, rng)
+    return admin
+
+
+async def run_soak(settings: Settings, options: SoakOptions) -> dict[str, Any]:  # noqa: PLR0915 - one linear script
+    """Run the soak and write ``report.json`` (and ``report.png`` when matplotlib is installed).
+
+    With ``crash_cycles`` the replicas are separate processes killed and restarted
+    (:mod:`polly.sandbox.soak_crash`).
+    """
+    if options.crash_cycles:
+        from polly.sandbox.soak_crash import run_crash_soak
+
+        return await run_crash_soak(soak_settings(settings), options, options.crash_cycles)
+    rng = random.Random(options.seed)  # noqa: S311 - a reproducible simulation
+    settings = soak_settings(settings)
+    admin = await seeded_database(settings, options, rng)
     sandbox = SandboxGateway(
         rng=random.Random(options.seed + 1),  # noqa: S311 - a reproducible simulation
         faults=fault_rates(options.fault_rate),
@@ -274,6 +282,7 @@ async def run_soak(settings: Settings, options: SoakOptions) -> dict[str, Any]: 
     transitions: Counter[tuple[int, str]] = Counter()
     # Each replica's event queue is as long as the real gateway's (engine.vote_queue_max).
     gateways = [ReplicaGateway(sandbox, settings.engine.vote_queue_max) for _ in range(options.replicas)]
+    # the replicas stand for separate processes: one Database (one pool) each, as each process has
     databases = [Database(settings.database) for _ in range(options.replicas)]
     engines = [
         Engine(

@@ -14,8 +14,8 @@ from sqlalchemy import select
 from polly.db.engine import Database
 from polly.db.models import Poll
 from polly.db.poll_rows import poll_view
-from polly.engine.sandbox import SandboxGateway
 from polly.errors import CorruptPollError
+from polly.sandbox.gateway import SandboxGateway
 
 
 async def continue_sandbox(database: Database, sandbox: SandboxGateway) -> int:

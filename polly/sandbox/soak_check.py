@@ -1,6 +1,6 @@
 """Comparing the database with the sandbox's ground truth, and fanning events out to replicas.
 
-Expected votes per (message, user), from :class:`~polly.engine.sandbox_truth.VoterTruth`:
+Expected votes per (message, user), from :class:`~polly.sandbox.truth.VoterTruth`:
 
 - single choice: the user's last added emoji (a new vote replaces the old one);
 - multiple choice, not anonymous: the emojis the user still holds (removing a reaction un-votes);
@@ -33,9 +33,9 @@ from polly.engine.gateway import (
     ReactionQueueStats,
     ReactionUser,
 )
-from polly.engine.sandbox import SandboxGateway
-from polly.engine.sandbox_truth import MessageTruth
 from polly.errors import RateLimitedError
+from polly.sandbox.gateway import SandboxGateway
+from polly.sandbox.truth import MessageTruth
 
 T = TypeVar("T")
 
@@ -129,7 +129,7 @@ class ReplicaGateway:
     async def _call(self, bucket: int, call: Callable[[], Awaitable[T]]) -> T:
         """Count a call inside a window this replica knows of, and learn windows from 429s.
 
-        Over a connection (:mod:`polly.engine.sandbox_remote`) calls overlap: :attr:`context` is
+        Over a connection (:mod:`polly.sandbox.remote`) calls overlap: :attr:`context` is
         then the call's request number and the last answer the replica had read when it sent it,
         so a call already on its way when the 429 came back is not counted. In process every
         earlier answer is known.

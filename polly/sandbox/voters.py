@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from polly.engine.sandbox import SandboxGateway
+from polly.sandbox.gateway import SandboxGateway
 
 FIRST_VOTER_ID = 1_200_000_000_000_000_000
 

@@ -1,8 +1,8 @@
 """One sandbox Discord shared by replica *processes*, over a loopback socket (``polly soak --crash-cycles``).
 
-:class:`SandboxServer` serves a :class:`~polly.engine.sandbox.SandboxGateway` on ``127.0.0.1``:
+:class:`SandboxServer` serves a :class:`~polly.sandbox.gateway.SandboxGateway` on ``127.0.0.1``:
 every connection is one replica process, with its own
-:class:`~polly.engine.soak_check.ReplicaGateway` (its own event queue, fed with every sandbox
+:class:`~polly.sandbox.soak_check.ReplicaGateway` (its own event queue, fed with every sandbox
 event while it is connected, and its own count of calls inside retry-after windows it was given).
 :class:`RemoteGateway` is the replica's side: a :class:`~polly.engine.gateway.Gateway` whose REST
 calls are requests over the socket and whose events arrive on it.
@@ -34,9 +34,9 @@ from polly.engine.gateway import (
     ReactionQueueStats,
     ReactionUser,
 )
-from polly.engine.sandbox import SandboxGateway
-from polly.engine.soak_check import ReplicaGateway
 from polly.errors import ForbiddenError, GatewayError, NotFoundError, RateLimitedError, ServerError
+from polly.sandbox.gateway import SandboxGateway
+from polly.sandbox.soak_check import ReplicaGateway
 
 _HEADER = struct.Struct(">I")
 _MAX_FRAME = 16 * 1024 * 1024

@@ -4,8 +4,8 @@ Guilds, channels, messages and reactions live in memory; channels are created on
 (``default_guild_id`` unless :meth:`SandboxGateway.ensure_channel` named the guild), so any
 guild and channel a database's polls refer to can be served. Simulated users act through
 :meth:`SandboxGateway.user_add_reaction` / :meth:`~SandboxGateway.user_remove_reaction` (see
-:class:`polly.engine.sandbox_voters.SandboxVoters`), which feed both the raw event queue and the
-ground truth (:mod:`polly.engine.sandbox_truth`).
+:class:`polly.sandbox.voters.SandboxVoters`), which feed both the raw event queue and the
+ground truth (:mod:`polly.sandbox.truth`).
 
 Faults (:class:`FaultRates`) are drawn per REST call from the injected RNG: at most one of
 not found, forbidden, 429, 5xx or "message deleted" (the message really goes, for good), plus
@@ -45,9 +45,9 @@ from polly.engine.gateway import (
     check_message,
     check_page_limit,
 )
-from polly.engine.sandbox_faults import FaultInjector, FaultRates
-from polly.engine.sandbox_truth import MessageTruth, SandboxCounters, Tally, VoterTruth
 from polly.errors import GatewayError, NotFoundError, RateLimitedError
+from polly.sandbox.faults import FaultInjector, FaultRates
+from polly.sandbox.truth import MessageTruth, SandboxCounters, Tally, VoterTruth
 
 __all__ = ["SANDBOX_BOT_ID", "FaultRates", "SandboxGateway"]
 
