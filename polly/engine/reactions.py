@@ -24,8 +24,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from cachetools import TTLCache
@@ -155,10 +155,27 @@ class ReactionRemover:
                 continue
             del self._pending[removal]
             due.append((removal, entry))
-        for start in range(0, len(due), self._concurrency):
-            await asyncio.gather(*(self._try(r, e) for r, e in due[start : start + self._concurrency]))
+        for wave in self._waves(due):
+            await asyncio.gather(*(self._try(r, e) for r, e in wave))
             await asyncio.sleep(0)  # calls that answer at once never yield: let the loop run
         return max(wait, 0.01)
+
+    def _waves(self, items: list[tuple[Removal, _Pending]]) -> Iterator[list[tuple[Removal, _Pending]]]:
+        """``items`` in waves of at most ``concurrency`` removals, each in a different channel: the
+        channels' reaction routes are rate-limited, and a call already in flight when a 429 arrives
+        would land inside its retry-after window."""
+        by_channel: dict[int, deque[tuple[Removal, _Pending]]] = {}
+        for item in items:
+            by_channel.setdefault(item[0][0], deque()).append(item)
+        channels = deque(by_channel.values())
+        while channels:
+            wave = []
+            for _ in range(min(self._concurrency, len(channels))):
+                queue = channels.popleft()
+                wave.append(queue.popleft())
+                if queue:
+                    channels.append(queue)
+            yield wave
 
     async def run(self) -> None:
         """Loop forever (the owner cancels it; then :meth:`flush` runs)."""
@@ -177,13 +194,8 @@ class ReactionRemover:
         are still pending (the gate still answers a running retry-after locally)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
-                todo = list(self._pending.items())
-                for start in range(0, len(todo), self._concurrency):
-                    chunk = [
-                        (r, e)
-                        for r, e in todo[start : start + self._concurrency]
-                        if self._pending.pop(r, None)
-                    ]
+                for wave in self._waves(list(self._pending.items())):
+                    chunk = [(r, e) for r, e in wave if self._pending.pop(r, None)]
                     await asyncio.gather(*(self._try(r, e) for r, e in chunk))
         if self._pending:
             logger.info("stopping with %d reaction removal(s) not made", len(self._pending))
