@@ -288,6 +288,10 @@ class DiscordGateway:
     def event_stats(self) -> ReactionQueueStats:
         return self._events.stats()
 
+    def sessions_started(self) -> int:
+        """READYs so far: a new session after the first missed the events sent between them."""
+        return self.health.identifies
+
     # --- REST --------------------------------------------------------------------------------------
 
     def _call(self, what: str) -> contextlib.AbstractAsyncContextManager[None]:

@@ -258,6 +258,14 @@ class ReactionEventQueue:
 
 
 @runtime_checkable
+class SessionCounter(Protocol):
+    """A gateway that can say how many sessions it began (READY, not RESUMED): events between two
+    sessions were never delivered, so every active poll is repaired after a new one."""
+
+    def sessions_started(self) -> int: ...
+
+
+@runtime_checkable
 class ShedReporter(Protocol):
     """A gateway that can say which messages lost events to a full queue (the sandbox can; a
     gateway that cannot makes the engine repair every active poll when its drop counter grows)."""

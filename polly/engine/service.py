@@ -44,7 +44,7 @@ from polly.caches import FailureTracker
 from polly.clock import Sleep, utcnow_naive
 from polly.config import Settings
 from polly.db.engine import Database
-from polly.engine.gateway import Gateway, ReactionEvent, ShedReporter
+from polly.engine.gateway import Gateway, ReactionEvent, SessionCounter, ShedReporter
 from polly.engine.rate_gate import RateLimitGate
 from polly.engine.reactions import ReactionRemover
 from polly.engine.reconciler import Reconciler
@@ -173,6 +173,7 @@ class Engine:
         )
         self._unregister = self.gone.register()
         self._dropped_seen = 0
+        self._sessions_seen: int | None = None
         self.still_to_repair: tuple[int, ...] = ()
 
     def start(self, supervisor: Supervisor) -> None:
@@ -194,7 +195,13 @@ class Engine:
         self.reconciler.mark_message(message_id)
 
     def note_shed(self) -> None:
-        """Mark the polls whose events the gateway shed since the last call."""
+        """Mark the polls whose events the gateway shed since the last call, and every active poll
+        after a new gateway session (a re-identify: the events in between were never delivered)."""
+        if isinstance(self.gateway, SessionCounter):
+            sessions = self.gateway.sessions_started()
+            if self._sessions_seen is not None and sessions > self._sessions_seen:
+                self.reconciler.mark_all()
+            self._sessions_seen = sessions
         if isinstance(self.gateway, ShedReporter):
             shed, overflow = self.gateway.take_shed_messages()
             for message_id in shed:
