@@ -188,6 +188,20 @@ def check_message(content: str | None, embed: Embed | None, attachment: Path | N
         )
 
 
+def check_poll_emojis(emojis: Sequence[str]) -> None:
+    """Raise ``ValueError`` unless a poll message's ``emojis`` fit Discord's 20 reactions per message."""
+    if len(emojis) > MAX_REACTIONS_PER_MESSAGE:
+        msg = f"a poll message takes at most {MAX_REACTIONS_PER_MESSAGE} reactions, got {len(emojis)}"
+        raise ValueError(msg)
+
+
+def check_edit(embed: Embed | None, content: str | None) -> None:
+    """Raise ``ValueError`` unless an edit changes something (an embed, content or both)."""
+    if embed is None and content is None:
+        msg = "edit_message needs an embed, content or both; got neither"
+        raise ValueError(msg)
+
+
 def check_page_limit(limit: int) -> None:
     """Raise ``ValueError`` unless ``1 <= limit <= 100`` (Discord's page size for reaction users)."""
     if not 1 <= limit <= MAX_REACTION_USERS_PAGE:

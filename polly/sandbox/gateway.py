@@ -35,8 +35,10 @@ from polly.engine.gateway import (
     ReactionUser,
     ShedReportingEvents,
     check_attachment,
+    check_edit,
     check_message,
     check_page_limit,
+    check_poll_emojis,
 )
 from polly.errors import GatewayError, RateLimitedError
 from polly.sandbox.faults import FaultInjector, FaultRates
@@ -147,9 +149,7 @@ class SandboxGateway(ShedReportingEvents, SandboxWorld):
         content: str | None = None,
         allowed_mentions: AllowedMentions = NO_MENTIONS,
     ) -> PostedMessage:
-        if len(emojis) > MAX_REACTIONS_PER_MESSAGE:
-            msg = f"a poll message takes at most {MAX_REACTIONS_PER_MESSAGE} reactions, got {len(emojis)}"
-            raise ValueError(msg)
+        check_poll_emojis(emojis)
         message_id = await self.send_message(
             channel_id, content=content, embed=embed, allowed_mentions=allowed_mentions
         )
@@ -169,9 +169,7 @@ class SandboxGateway(ShedReportingEvents, SandboxWorld):
     async def edit_message(
         self, channel_id: int, message_id: int, *, embed: Embed | None = None, content: str | None = None
     ) -> None:
-        if embed is None and content is None:
-            msg = "edit_message needs an embed, content or both; got neither"
-            raise ValueError(msg)
+        check_edit(embed, content)
         what = f"edit message {message_id} in channel {channel_id}"
         await self._enter(what, channel_id, message_id)
         target = self._live(what, channel_id, message_id)
