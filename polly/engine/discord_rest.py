@@ -31,7 +31,6 @@ from polly.engine.gateway import (
     PostedMessage,
     ReactionCount,
     ReactionUser,
-    check_attachment,
     check_edit,
     check_message,
     check_page_limit,
@@ -64,14 +63,9 @@ class DiscordRest:
         return self._client.get_partial_messageable(channel_id).get_partial_message(message_id)
 
     async def post_poll_message(
-        self,
-        channel_id: int,
-        *,
-        embed: Embed,
-        emojis: Sequence[str],
-        content: str | None = None,
+        self, channel_id: int, *, embed: Embed, emojis: Sequence[str], content: str | None = None,
         allowed_mentions: AllowedMentions = NO_MENTIONS,
-    ) -> PostedMessage:
+    ) -> PostedMessage:  # fmt: skip
         check_poll_emojis(emojis)
         routes = [reaction_route_emoji(e) for e in emojis]
         message_id = await self.send_message(
@@ -138,16 +132,10 @@ class DiscordRest:
         return tuple(ReactionUser(int(u["id"]), bool(u.get("bot", False))) for u in users)
 
     async def send_message(
-        self,
-        channel_id: int,
-        *,
-        content: str | None = None,
-        embed: Embed | None = None,
-        allowed_mentions: AllowedMentions = NO_MENTIONS,
-        attachment: Path | None = None,
-    ) -> int:
+        self, channel_id: int, *, content: str | None = None, embed: Embed | None = None,
+        allowed_mentions: AllowedMentions = NO_MENTIONS, attachment: Path | None = None,
+    ) -> int:  # fmt: skip
         check_message(content, embed, attachment)
-        check_attachment(attachment)
         channel = self._message(channel_id, 0).channel
         async with self._call(f"send a message to channel {channel_id}"):
             sent = await channel.send(

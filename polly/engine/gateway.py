@@ -19,6 +19,7 @@ when full; both live in :mod:`polly.engine.reaction_queue` and are importable fr
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -179,13 +180,15 @@ class SessionCounter(Protocol):
 
 def check_message(content: str | None, embed: Embed | None, attachment: Path | None = None) -> None:
     """Raise :class:`~polly.errors.PollValidationError` unless the message has something to send
-    and ``content`` fits Discord's 2000-character limit."""
+    and ``content`` fits Discord's 2000-character limit; then ``ValueError`` unless ``attachment``
+    is ``None`` or a readable file of at most 8 MiB (:func:`check_attachment`)."""
     if content is None and embed is None and attachment is None:
         raise PollValidationError(["a message needs content, an embed or a file; got none"])
     if content is not None and len(content) > MAX_CONTENT_CHARS:
         raise PollValidationError(
             [f"message content has {len(content)} characters; at most {MAX_CONTENT_CHARS} allowed"]
         )
+    check_attachment(attachment)
 
 
 def check_poll_emojis(emojis: Sequence[str]) -> None:
@@ -318,6 +321,24 @@ class Gateway(Protocol):
         A user who does not accept DMs is :class:`~polly.errors.ForbiddenError`.
         """
         ...
+
+
+class KnownBotReadiness:
+    """``bot_user_id``, ``is_ready`` and ``wait_until_ready`` for a gateway that knows its bot's id
+    without logging in (``_bot``) and sets ``_ready`` while it is ready (the sandbox, its remote)."""
+
+    _bot: int
+    _ready: asyncio.Event
+
+    @property
+    def bot_user_id(self) -> int:
+        return self._bot
+
+    def is_ready(self) -> bool:
+        return self._ready.is_set()
+
+    async def wait_until_ready(self) -> None:
+        await self._ready.wait()
 
 
 async def _nothing_to_prepare(_database: object) -> None:

@@ -19,9 +19,9 @@ import asyncio
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Unpack
 
 from polly.clock import Monotonic, Sleep
 from polly.engine.gateway import (
@@ -30,11 +30,11 @@ from polly.engine.gateway import (
     AllowedMentions,
     Embed,
     FetchedMessage,
+    KnownBotReadiness,
     PostedMessage,
     ReactionCount,
     ReactionUser,
     ShedReportingEvents,
-    check_attachment,
     check_edit,
     check_message,
     check_page_limit,
@@ -43,16 +43,17 @@ from polly.engine.gateway import (
 from polly.errors import GatewayError, RateLimitedError
 from polly.sandbox.faults import FaultInjector, FaultRates
 from polly.sandbox.truth import SandboxCounters
-from polly.sandbox.world import SANDBOX_BOT_ID, SandboxWorld
+from polly.sandbox.world import SANDBOX_BOT_ID, SandboxWorld, WorldOptions
 
 __all__ = ["SANDBOX_BOT_ID", "FaultRates", "SandboxGateway"]
 
 _DM_BUCKET = -1  # rate-limit key shared by every DM
 
 
-class SandboxGateway(ShedReportingEvents, SandboxWorld):
-    """The sandbox gateway. ``rng``, ``clock`` (monotonic seconds), ``sleep`` and ``wall_clock``
-    (naive UTC, when events are taken in; default the real one) are injected."""
+class SandboxGateway(KnownBotReadiness, ShedReportingEvents, SandboxWorld):
+    """The sandbox gateway. ``rng``, ``clock`` (monotonic seconds) and ``sleep`` are injected, and so
+    is the world's ``wall_clock`` (naive UTC, when events are taken in; default the real one); the
+    other keywords are :class:`~polly.sandbox.world.SandboxWorld`'s."""
 
     def __init__(
         self,
@@ -61,25 +62,9 @@ class SandboxGateway(ShedReportingEvents, SandboxWorld):
         clock: Monotonic = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         faults: FaultRates | None = None,
-        bot_user_id: int = SANDBOX_BOT_ID,
-        other_bot_ids: Iterable[int] = (),
-        default_guild_id: int = 1,
-        max_events: int = 10_000,
-        max_messages: int = 50_000,
-        max_channels: int = 10_000,
-        max_tracked_voters: int = 500_000,
-        wall_clock: Callable[[], datetime] | None = None,
+        **world: Unpack[WorldOptions],
     ) -> None:
-        super().__init__(
-            bot_user_id=bot_user_id,
-            other_bot_ids=other_bot_ids,
-            default_guild_id=default_guild_id,
-            max_events=max_events,
-            max_messages=max_messages,
-            max_channels=max_channels,
-            max_tracked_voters=max_tracked_voters,
-            wall_clock=wall_clock,
-        )
+        super().__init__(**world)
         self._injector = FaultInjector(faults or FaultRates(), rng=rng, clock=clock, sleep=sleep)
         self.recent_dms: deque[tuple[int, str | None, Embed | None]] = deque(maxlen=100)
         self._ready = asyncio.Event()
@@ -87,20 +72,10 @@ class SandboxGateway(ShedReportingEvents, SandboxWorld):
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
-    @property
-    def bot_user_id(self) -> int:
-        return self._bot
-
-    def is_ready(self) -> bool:
-        return self._ready.is_set()
-
     async def start(self) -> None:
         self._closed.clear()
         self._ready.set()
         await self._closed.wait()
-
-    async def wait_until_ready(self) -> None:
-        await self._ready.wait()
 
     async def close(self) -> None:
         self._ready.clear()
@@ -141,14 +116,9 @@ class SandboxGateway(ShedReportingEvents, SandboxWorld):
             self.delete_message(message_id)
 
     async def post_poll_message(
-        self,
-        channel_id: int,
-        *,
-        embed: Embed,
-        emojis: Sequence[str],
-        content: str | None = None,
+        self, channel_id: int, *, embed: Embed, emojis: Sequence[str], content: str | None = None,
         allowed_mentions: AllowedMentions = NO_MENTIONS,
-    ) -> PostedMessage:
+    ) -> PostedMessage:  # fmt: skip
         check_poll_emojis(emojis)
         message_id = await self.send_message(
             channel_id, content=content, embed=embed, allowed_mentions=allowed_mentions
@@ -233,16 +203,10 @@ class SandboxGateway(ShedReportingEvents, SandboxWorld):
         return tuple(ReactionUser(u, u in self._bots) for u in users[:limit])
 
     async def send_message(
-        self,
-        channel_id: int,
-        *,
-        content: str | None = None,
-        embed: Embed | None = None,
-        allowed_mentions: AllowedMentions = NO_MENTIONS,
-        attachment: Path | None = None,
-    ) -> int:
+        self, channel_id: int, *, content: str | None = None, embed: Embed | None = None,
+        allowed_mentions: AllowedMentions = NO_MENTIONS, attachment: Path | None = None,
+    ) -> int:  # fmt: skip
         check_message(content, embed, attachment)
-        check_attachment(attachment)
         await self._enter(f"send a message to channel {channel_id}", channel_id)
         message = self._store(channel_id, content, embed, allowed_mentions)
         message.attachment = attachment.name if attachment is not None else None

@@ -19,6 +19,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypedDict
 
 from polly.engine.gateway import (
     MAX_REACTIONS_PER_MESSAGE,
@@ -48,6 +49,19 @@ class _Message:
     deleted: bool = False
     reactions: dict[str, set[int]] = field(default_factory=dict)
     voters: dict[int, dict[str, Tally]] = field(default_factory=dict)
+
+
+class WorldOptions(TypedDict, total=False):
+    """:class:`SandboxWorld`'s keyword arguments, for a subclass to pass on."""
+
+    bot_user_id: int
+    other_bot_ids: Iterable[int]
+    default_guild_id: int
+    max_events: int
+    max_messages: int
+    max_channels: int
+    max_tracked_voters: int
+    wall_clock: Callable[[], datetime] | None
 
 
 class SandboxWorld:
