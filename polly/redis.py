@@ -20,7 +20,8 @@ trial call every ``breaker_probe_interval_seconds``, and :meth:`RedisConnector.p
 the owner (the task supervisor) runs for the life of the process.
 
 redis-py's native OpenTelemetry metrics (``redis.observability``) stay available: this module only
-configures the pool, so an operator may enable them in addition to polly's own snapshot.
+configures the pool (:mod:`polly.redis_pool`), so an operator may enable them in addition to polly's
+own snapshot.
 """
 
 from __future__ import annotations
@@ -33,28 +34,23 @@ from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 from cachetools import TLRUCache
-from redis.asyncio.connection import BlockingConnectionPool
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as LibConnectionError
 from redis.exceptions import RedisError as LibRedisError
 from redis.exceptions import TimeoutError as LibTimeoutError
 
+from polly.clock import Monotonic, Sleep
 from polly.config import RedisSettings
 from polly.config_urls import mask, redact_url
-from polly.errors import RedisError, RedisMisconfiguredError, RedisPoolExhaustedError, RedisUnavailableError
+from polly.errors import RedisError, RedisMisconfiguredError, RedisUnavailableError
 from polly.outages import OutageLog, describe
 from polly.redis_breaker import CircuitBreaker
+from polly.redis_pool import CLIENT_NAME as CLIENT_NAME  # noqa: PLC0414 - re-exported
+from polly.redis_pool import PoolAcquireTimeoutError, build_pool
 from polly.stats import BreakerState, PoolStats, RedisStats, registry
 
 logger = logging.getLogger(__name__)
 
-#: ``CLIENT SETNAME`` of every pooled connection, so ``CLIENT LIST`` shows polly's connections.
-CLIENT_NAME = "polly"
-#: Backoff of redis-py's retry: ``min(cap, random() * base * 2**failures)`` seconds.
-RETRY_BACKOFF_BASE_SECONDS = 0.05
-RETRY_BACKOFF_CAP_SECONDS = 1.0
 #: Longer values are not kept in the fallback cache (its entry count is bounded, so is its size).
 MAX_FALLBACK_VALUE_CHARS = 64 * 1024
 #: Distinct (command, error) kinds whose warnings are throttled to one per minute.
@@ -65,72 +61,6 @@ ERROR_LOG_WINDOW_SECONDS = 60.0
 _UNREACHABLE = (LibConnectionError, LibTimeoutError, OSError)
 
 
-class PoolAcquireTimeoutError(LibConnectionError, RedisPoolExhaustedError):
-    """No pooled connection became free within the acquire timeout.
-
-    Both polly's :class:`~polly.errors.RedisPoolExhaustedError` and a redis-py ``ConnectionError``
-    (code using ``RedisClient._client`` directly keeps catching redis-py's type). polly counts it as
-    exhaustion, not as Redis being down.
-    """
-
-
-class LimitedBlockingConnectionPool(BlockingConnectionPool):
-    """redis-py's blocking pool plus two counters it does not expose publicly.
-
-    ``acquiring``: callers inside :meth:`get_connection` now (waiting for a free slot, or for their
-    connection to connect). ``acquire_timeouts``: cumulative acquire timeouts.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.acquiring = 0
-        self.acquire_timeouts = 0
-
-    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-        self.acquiring += 1
-        try:
-            # redis-py leaves get_connection unannotated (its deprecation decorator).
-            return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
-        except LibConnectionError as err:
-            if not isinstance(err.__cause__, TimeoutError):
-                raise
-            self.acquire_timeouts += 1
-            msg = (
-                f"no Redis connection free within the acquire timeout of {self.timeout:g} s "
-                f"(max_connections={self.max_connections})"
-            )
-            raise PoolAcquireTimeoutError(msg) from err
-        finally:
-            self.acquiring -= 1
-
-
-def build_pool(settings: RedisSettings) -> LimitedBlockingConnectionPool:
-    """The pool for ``settings.effective_url()``, every limit explicit.
-
-    Raises :class:`~polly.errors.RedisMisconfiguredError` (URL redacted) for a URL redis-py rejects.
-    """
-    url = settings.effective_url().get_secret_value()
-    retry = Retry(
-        ExponentialWithJitterBackoff(cap=RETRY_BACKOFF_CAP_SECONDS, base=RETRY_BACKOFF_BASE_SECONDS),
-        settings.retry_attempts,
-    )
-    try:
-        return LimitedBlockingConnectionPool.from_url(
-            url,
-            max_connections=settings.max_connections,
-            timeout=settings.acquire_timeout_seconds,
-            socket_connect_timeout=settings.socket_connect_timeout_seconds,
-            socket_timeout=settings.socket_timeout_seconds,
-            health_check_interval=settings.health_check_interval_seconds,
-            retry=retry,
-            decode_responses=True,
-            client_name=CLIENT_NAME,
-        )
-    except ValueError as err:
-        msg = f"Redis URL {redact_url(url)} cannot be used: {err}"
-        raise RedisMisconfiguredError(msg) from err
-
-
 class _Remembered(NamedTuple):
     raw: str
     ttl_seconds: float
@@ -139,12 +69,16 @@ class _Remembered(NamedTuple):
 class RedisConnector:
     """The process's Redis: pool, client, breaker, fallback cache and counters.
 
-    ``clock`` (monotonic seconds) drives the breaker and the fallback cache's expiry. Build it with
+    ``clock`` (monotonic seconds) drives the breaker and the fallback cache's expiry, ``sleep`` the
+    probe loop's waits (a test passes a :class:`~polly.clock.FakeClock`'s methods). Build it with
     :func:`open_redis` in the application; tests and benchmarks may build their own.
     """
 
-    def __init__(self, settings: RedisSettings, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, settings: RedisSettings, clock: Monotonic = time.monotonic, sleep: Sleep = asyncio.sleep
+    ) -> None:
         self.settings = settings
+        self._sleep = sleep
         self.url_redacted = redact_url(settings.effective_url().get_secret_value())
         self.pool = build_pool(settings)
         self.client: aioredis.Redis = aioredis.Redis(connection_pool=self.pool)
@@ -300,7 +234,7 @@ class RedisConnector:
         once the connector is closed, and stops at once when cancelled.
         """
         while not self.closed:
-            await asyncio.sleep(self.settings.breaker_probe_interval_seconds)
+            await self._sleep(self.settings.breaker_probe_interval_seconds)
             if not self.closed and self.breaker.state is not BreakerState.CLOSED:
                 await self.probe()
 

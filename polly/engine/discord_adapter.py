@@ -16,17 +16,16 @@ every operation is also bounded by ``request_timeout_seconds``.
 ``discord.http.Route.BASE``, and ``gateway_url`` its gateway (or ``GET {api_base}/gateway/bot``
 when only ``api_base`` is set); both are process-wide: one Discord per process. The connection's
 health (state, latency, reconnects) is :attr:`DiscordGateway.health`, published to the stats
-registry as a :class:`~polly.stats.GatewayStats` under kind ``"gateway"``.
+registry as a :class:`~polly.stats.GatewayStats` under kind ``"gateway"``. The REST operations are
+:class:`~polly.engine.discord_rest.DiscordRest`'s; this module is the connection and its events.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC
-from pathlib import Path
 
 import aiohttp
 import discord
@@ -42,35 +41,15 @@ from polly.engine.discord_connection import (
     set_gateway_url,
     silence_voice_warnings,
 )
-from polly.engine.discord_convert import (
-    discord_errors,
-    reaction_route_emoji,
-    to_discord_embed,
-    to_discord_mentions,
-    to_reaction_event,
-)
+from polly.engine.discord_convert import reaction_route_emoji, to_reaction_event
 from polly.engine.discord_health import (
     DISCORD_CLIENT_LOGGER,
     GatewayHealth,
     ReconnectLogFilter,
     describe_failure,
 )
-from polly.engine.gateway import (
-    MAX_REACTIONS_PER_MESSAGE,
-    NO_MENTIONS,
-    AllowedMentions,
-    Embed,
-    FetchedMessage,
-    PostedMessage,
-    ReactionCount,
-    ReactionEvent,
-    ReactionEventQueue,
-    ReactionQueueStats,
-    ReactionUser,
-    check_attachment,
-    check_message,
-    check_page_limit,
-)
+from polly.engine.discord_rest import DiscordRest
+from polly.engine.gateway import QueuedReactionEvents, ReactionEventQueue
 from polly.errors import GatewayError, RateLimitedError, ServerError
 from polly.stats import GatewayStats, StatsRegistry
 from polly.stats import registry as default_registry
@@ -82,7 +61,7 @@ logger = logging.getLogger(__name__)
 MIN_RATELIMIT_WAIT_SECONDS = 30.0  # discord.py raises max_ratelimit_timeout below this to 30
 
 
-class DiscordGateway:
+class DiscordGateway(DiscordRest, QueuedReactionEvents):
     """The Discord gateway on discord.py. Construct it, ``await start()`` in a supervised task.
 
     ``max_events`` bounds the reaction event queue; ``max_connections`` the HTTP connection pool;
@@ -282,134 +261,6 @@ class DiscordGateway:
         if not self._events.offer(to_reaction_event(payload, user.id if user else None)):
             logger.debug("reaction event queue full (%d): dropped one", self._events.max_events)
 
-    async def next_reaction_event(self) -> ReactionEvent:
-        return await self._events.get()
-
-    def event_stats(self) -> ReactionQueueStats:
-        return self._events.stats()
-
     def sessions_started(self) -> int:
         """READYs so far: a new session after the first missed the events sent between them."""
         return self.health.identifies
-
-    # --- REST --------------------------------------------------------------------------------------
-
-    def _call(self, what: str) -> contextlib.AbstractAsyncContextManager[None]:
-        return discord_errors(what, self._request_timeout_seconds, self._max_wait)
-
-    def _message(self, channel_id: int, message_id: int) -> discord.PartialMessage:
-        if self._client.user is None:
-            msg = "not logged in: start() (or login()) must run before REST operations"
-            raise GatewayError(msg)
-        return self._client.get_partial_messageable(channel_id).get_partial_message(message_id)
-
-    async def post_poll_message(
-        self,
-        channel_id: int,
-        *,
-        embed: Embed,
-        emojis: Sequence[str],
-        content: str | None = None,
-        allowed_mentions: AllowedMentions = NO_MENTIONS,
-    ) -> PostedMessage:
-        if len(emojis) > MAX_REACTIONS_PER_MESSAGE:
-            msg = f"a poll message takes at most {MAX_REACTIONS_PER_MESSAGE} reactions, got {len(emojis)}"
-            raise ValueError(msg)
-        routes = [reaction_route_emoji(e) for e in emojis]
-        message_id = await self.send_message(
-            channel_id, content=content, embed=embed, allowed_mentions=allowed_mentions
-        )
-        missing: list[str] = []
-        for emoji, route in zip(emojis, routes, strict=True):
-            try:
-                async with self._call(f"add reaction {emoji} to message {message_id}"):
-                    await self._message(channel_id, message_id).add_reaction(route)
-            except GatewayError as err:
-                logger.warning("poll message %d posted without reaction %s: %s", message_id, emoji, err)
-                missing.append(emoji)
-        return PostedMessage(message_id, tuple(missing))
-
-    async def edit_message(
-        self, channel_id: int, message_id: int, *, embed: Embed | None = None, content: str | None = None
-    ) -> None:
-        if embed is None and content is None:
-            msg = "edit_message needs an embed, content or both; got neither"
-            raise ValueError(msg)
-        if content is not None:
-            check_message(content, embed)
-        message = self._message(channel_id, message_id)
-        async with self._call(f"edit message {message_id} in channel {channel_id}"):
-            if embed is None:
-                await message.edit(content=content)
-            elif content is None:
-                await message.edit(embed=to_discord_embed(embed))
-            else:
-                await message.edit(content=content, embed=to_discord_embed(embed))
-
-    async def add_reaction(self, channel_id: int, message_id: int, emoji: str) -> None:
-        route = reaction_route_emoji(emoji)
-        async with self._call(f"add reaction {emoji} to message {message_id}"):
-            await self._message(channel_id, message_id).add_reaction(route)
-
-    async def clear_reactions(self, channel_id: int, message_id: int) -> None:
-        async with self._call(f"clear reactions of message {message_id}"):
-            await self._message(channel_id, message_id).clear_reactions()
-
-    async def remove_reaction(self, channel_id: int, message_id: int, emoji: str, user_id: int) -> None:
-        route = reaction_route_emoji(emoji)
-        async with self._call(f"remove reaction {emoji} of user {user_id} from message {message_id}"):
-            await self._message(channel_id, message_id).remove_reaction(route, discord.Object(user_id))
-
-    async def fetch_message(self, channel_id: int, message_id: int) -> FetchedMessage:
-        async with self._call(f"fetch message {message_id} in channel {channel_id}"):
-            message = await self._message(channel_id, message_id).fetch()
-        return FetchedMessage(
-            message_id=message.id,
-            channel_id=message.channel.id,
-            reactions=tuple(ReactionCount(str(r.emoji), r.count, r.me) for r in message.reactions),
-        )
-
-    async def list_reaction_users(
-        self, channel_id: int, message_id: int, emoji: str, *, after: int = 0, limit: int = 100
-    ) -> tuple[ReactionUser, ...]:
-        check_page_limit(limit)
-        route = reaction_route_emoji(emoji)
-        self._message(channel_id, message_id)  # raises before login
-        async with self._call(f"list users of reaction {emoji} on message {message_id}"):
-            users = await self._client.http.get_reaction_users(
-                channel_id, message_id, route, limit, after=after or None
-            )
-        return tuple(ReactionUser(int(u["id"]), bool(u.get("bot", False))) for u in users)
-
-    async def send_message(
-        self,
-        channel_id: int,
-        *,
-        content: str | None = None,
-        embed: Embed | None = None,
-        allowed_mentions: AllowedMentions = NO_MENTIONS,
-        attachment: Path | None = None,
-    ) -> int:
-        check_message(content, embed, attachment)
-        check_attachment(attachment)
-        channel = self._message(channel_id, 0).channel
-        async with self._call(f"send a message to channel {channel_id}"):
-            sent = await channel.send(
-                content=content,
-                embed=to_discord_embed(embed) if embed is not None else None,  # type: ignore[arg-type]  # send() accepts None
-                allowed_mentions=to_discord_mentions(allowed_mentions),
-                file=discord.File(attachment) if attachment is not None else None,  # type: ignore[arg-type]  # send() accepts None
-            )
-        return sent.id
-
-    async def send_dm(self, user_id: int, *, content: str | None = None, embed: Embed | None = None) -> int:
-        check_message(content, embed)
-        self._message(0, 0)  # raises before login
-        async with self._call(f"send a DM to user {user_id}"):
-            channel = await self._client.create_dm(discord.Object(user_id))
-            sent = await channel.send(
-                content=content,
-                embed=to_discord_embed(embed) if embed is not None else None,  # type: ignore[arg-type]  # send() accepts None
-                allowed_mentions=discord.AllowedMentions.none(),
-            )
-        return sent.id

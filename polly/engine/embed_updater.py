@@ -1,4 +1,8 @@
-"""Coalesced edits of the results embed: each poll's message at most once per interval."""
+"""Coalesced edits of the results embed: each poll's message at most once per interval.
+
+Time is injected: ``monotonic`` times the intervals and ``sleep`` is every wait of the loop (the
+rest of an interval, a 429's retry-after); a test passes a :class:`~polly.clock.FakeClock`'s methods.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from polly.clock import Monotonic, Sleep
 from polly.engine.embeds import poll_embed
 from polly.engine.gateway import Gateway
 from polly.engine.store import PollStore
@@ -31,9 +36,11 @@ class EmbedUpdater:
         *,
         interval_seconds: float,
         max_pending: int = 10_000,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: Monotonic = time.monotonic,
         on_refresh: Callable[[int], Awaitable[None]] | None = None,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
+        self._sleep = sleep
         self._on_refresh = on_refresh
         self._store = store
         self._gateway = gateway
@@ -90,7 +97,7 @@ class EmbedUpdater:
             self.edits += 1
         except RateLimitedError as err:
             self.mark(poll_id)
-            await asyncio.sleep(min(err.retry_after_seconds, 60.0))
+            await self._sleep(min(err.retry_after_seconds, 60.0))
         except ServerError as err:
             # 5xx, timeout or transport failure: the results would stay stale until the next vote,
             # so the poll stays marked and is edited again once its interval has passed.
@@ -110,5 +117,5 @@ class EmbedUpdater:
             delay = await self.flush_due()
             if self._dirty:
                 # Sleep until the next poll is due: new marks must not cut the interval short.
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
                 self._wake.set()

@@ -13,25 +13,26 @@ library did not absorb; ``retry_after_seconds`` says when to try again),
 plain :class:`~polly.errors.GatewayError` for anything else (400, 401: a bug or bad input, retrying
 will not help).
 
-Reaction events: Discord's raw ``MESSAGE_REACTION_ADD`` / ``MESSAGE_REACTION_REMOVE`` become
-:class:`ReactionEvent` values in a bounded :class:`ReactionEventQueue`; the engine pulls them with
-:meth:`Gateway.next_reaction_event` from one consumer coroutine it owns. When the queue is full the
-newest event is dropped and counted (:attr:`ReactionQueueStats.dropped`): Discord cannot be slowed
-down, so a bounded queue must shed, and the reconciler repairs from the message's reactions.
-Discord also sends a ``remove`` event when *the bot* removes a user's reaction (the event names
-the user, not the bot), so a ``remove`` is not always the user's own act.
+Reaction events (:class:`ReactionEvent`) wait in a bounded :class:`ReactionEventQueue` that sheds
+when full; both live in :mod:`polly.engine.reaction_queue` and are importable from here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+# The event types are part of the boundary: re-exported for the gateways and the engine.
+from polly.engine.reaction_queue import QueuedReactionEvents as QueuedReactionEvents  # noqa: PLC0414
+from polly.engine.reaction_queue import ReactionEvent as ReactionEvent  # noqa: PLC0414
+from polly.engine.reaction_queue import ReactionEventQueue as ReactionEventQueue  # noqa: PLC0414
+from polly.engine.reaction_queue import ReactionQueueStats as ReactionQueueStats  # noqa: PLC0414
+from polly.engine.reaction_queue import ShedReporter as ShedReporter  # noqa: PLC0414
+from polly.engine.reaction_queue import ShedReportingEvents as ShedReportingEvents  # noqa: PLC0414
 from polly.errors import PollValidationError
 
 # Discord's documented message and embed limits (characters unless stated).
@@ -169,94 +170,6 @@ class ReactionUser:
     is_bot: bool
 
 
-@dataclass(frozen=True, slots=True)
-class ReactionEvent:
-    """A raw reaction add or remove, for any message (cached or not).
-
-    ``emoji`` is compared as upstream does, ``str(emoji)``: Unicode as is, custom as ``<:name:id>``
-    or ``<a:name:id>``. ``guild_id`` is ``None`` in DMs. ``is_bot`` comes from the member Discord
-    sends with an add; a remove carries no member, so it is ``True`` only for the bot's own user.
-    """
-
-    kind: Literal["add", "remove"]
-    guild_id: int | None
-    channel_id: int
-    message_id: int
-    user_id: int
-    emoji: str
-    is_bot: bool
-    #: When the engine took the event in (naive UTC; set by the vote dispatcher when the gateway did
-    #: not): a replica applying an event later than a vote recorded from a newer one skips it.
-    received_at: dt.datetime | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class ReactionQueueStats:
-    """The event queue: ``depth`` waiting (≤ ``max_events``), ``accepted`` and ``dropped`` since start."""
-
-    depth: int
-    max_events: int
-    accepted: int
-    dropped: int
-
-
-@dataclass(slots=True)
-class ReactionEventQueue:
-    """A bounded FIFO of :class:`ReactionEvent`; :meth:`offer` never blocks and sheds when full."""
-
-    max_events: int
-    #: When an event is taken in (naive UTC; default the wall clock): stamped on events that carry
-    #: no ``received_at``, so replicas order one user's acts by when Discord delivered them.
-    clock: Callable[[], dt.datetime] | None = None
-    _queue: asyncio.Queue[ReactionEvent] = field(init=False, repr=False)
-    _accepted: int = field(default=0, init=False)
-    _dropped: int = field(default=0, init=False)
-    max_shed_messages: int = 10_000
-    _shed: dict[int, None] = field(default_factory=dict, init=False, repr=False)
-    _shed_overflow: bool = field(default=False, init=False)
-
-    def __post_init__(self) -> None:
-        if self.max_events < 1:
-            msg = f"max_events must be at least 1, got {self.max_events}"
-            raise ValueError(msg)
-        self._queue = asyncio.Queue(maxsize=self.max_events)
-
-    def offer(self, event: ReactionEvent) -> bool:
-        """Enqueue ``event``; return ``False`` (and count a drop) if ``max_events`` are waiting."""
-        if event.received_at is None:
-            now = self.clock() if self.clock is not None else dt.datetime.now(dt.UTC).replace(tzinfo=None)
-            event = dataclasses.replace(event, received_at=now)
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
-            self._dropped += 1
-            if event.message_id in self._shed or len(self._shed) < self.max_shed_messages:
-                self._shed[event.message_id] = None
-            else:
-                self._shed_overflow = True
-            return False
-        self._accepted += 1
-        return True
-
-    async def get(self) -> ReactionEvent:
-        """Wait for and return the oldest event."""
-        return await self._queue.get()
-
-    def stats(self) -> ReactionQueueStats:
-        return ReactionQueueStats(self._queue.qsize(), self.max_events, self._accepted, self._dropped)
-
-    def take_shed_messages(self) -> tuple[list[int], bool]:
-        """The messages whose events were shed since the last call (at most ``max_shed_messages``), and
-        whether more were shed than that set holds (then every active poll needs repair)."""
-        shed, overflow = list(self._shed), self._shed_overflow
-        self._shed, self._shed_overflow = {}, False
-        return shed, overflow
-
-    def pending_messages(self) -> set[int]:
-        """The messages of the events still waiting (for the shutdown record)."""
-        return {e.message_id for e in list(self._queue._queue)}  # type: ignore[attr-defined]  # noqa: SLF001 - read-only peek
-
-
 @runtime_checkable
 class SessionCounter(Protocol):
     """A gateway that can say how many sessions it began (READY, not RESUMED): events between two
@@ -265,25 +178,31 @@ class SessionCounter(Protocol):
     def sessions_started(self) -> int: ...
 
 
-@runtime_checkable
-class ShedReporter(Protocol):
-    """A gateway that can say which messages lost events to a full queue (the sandbox can; a
-    gateway that cannot makes the engine repair every active poll when its drop counter grows)."""
-
-    def take_shed_messages(self) -> tuple[list[int], bool]: ...
-
-    def pending_messages(self) -> set[int]: ...
-
-
 def check_message(content: str | None, embed: Embed | None, attachment: Path | None = None) -> None:
     """Raise :class:`~polly.errors.PollValidationError` unless the message has something to send
-    and ``content`` fits Discord's 2000-character limit."""
+    and ``content`` fits Discord's 2000-character limit; then ``ValueError`` unless ``attachment``
+    is ``None`` or a readable file of at most 8 MiB (:func:`check_attachment`)."""
     if content is None and embed is None and attachment is None:
         raise PollValidationError(["a message needs content, an embed or a file; got none"])
     if content is not None and len(content) > MAX_CONTENT_CHARS:
         raise PollValidationError(
             [f"message content has {len(content)} characters; at most {MAX_CONTENT_CHARS} allowed"]
         )
+    check_attachment(attachment)
+
+
+def check_poll_emojis(emojis: Sequence[str]) -> None:
+    """Raise ``ValueError`` unless a poll message's ``emojis`` fit Discord's 20 reactions per message."""
+    if len(emojis) > MAX_REACTIONS_PER_MESSAGE:
+        msg = f"a poll message takes at most {MAX_REACTIONS_PER_MESSAGE} reactions, got {len(emojis)}"
+        raise ValueError(msg)
+
+
+def check_edit(embed: Embed | None, content: str | None) -> None:
+    """Raise ``ValueError`` unless an edit changes something (an embed, content or both)."""
+    if embed is None and content is None:
+        msg = "edit_message needs an embed, content or both; got neither"
+        raise ValueError(msg)
 
 
 def check_page_limit(limit: int) -> None:
@@ -402,6 +321,24 @@ class Gateway(Protocol):
         A user who does not accept DMs is :class:`~polly.errors.ForbiddenError`.
         """
         ...
+
+
+class KnownBotReadiness:
+    """``bot_user_id``, ``is_ready`` and ``wait_until_ready`` for a gateway that knows its bot's id
+    without logging in (``_bot``) and sets ``_ready`` while it is ready (the sandbox, its remote)."""
+
+    _bot: int
+    _ready: asyncio.Event
+
+    @property
+    def bot_user_id(self) -> int:
+        return self._bot
+
+    def is_ready(self) -> bool:
+        return self._ready.is_set()
+
+    async def wait_until_ready(self) -> None:
+        await self._ready.wait()
 
 
 async def _nothing_to_prepare(_database: object) -> None:

@@ -121,6 +121,7 @@ class Engine:
             interval_seconds=cfg.embed_update_interval_seconds,
             monotonic=monotonic,
             on_refresh=on_poll_changed,
+            sleep=sleep,
         )
         self.remover = ReactionRemover(self.discord, monotonic=monotonic, on_given_up=self._mark_for_repair)
         self.votes = VoteProcessor(

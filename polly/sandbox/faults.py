@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from polly.clock import Monotonic, Sleep
 from polly.errors import ForbiddenError, NotFoundError, RateLimitedError, ServerError
 
 
@@ -57,8 +57,8 @@ class FaultInjector:
         rates: FaultRates,
         *,
         rng: random.Random,
-        clock: Callable[[], float],
-        sleep: Callable[[float], Awaitable[None]],
+        clock: Monotonic,
+        sleep: Sleep,
     ) -> None:
         self.rates = rates
         self._rng, self._clock, self._sleep = rng, clock, sleep

@@ -28,11 +28,11 @@ from polly.engine.gateway import (
     AllowedMentions,
     Embed,
     FetchedMessage,
+    KnownBotReadiness,
     PostedMessage,
-    ReactionEvent,
     ReactionEventQueue,
-    ReactionQueueStats,
     ReactionUser,
+    ShedReportingEvents,
 )
 from polly.errors import ForbiddenError, GatewayError, NotFoundError, RateLimitedError, ServerError
 from polly.sandbox.gateway import SandboxGateway
@@ -142,7 +142,7 @@ class SandboxServer:
             writer.close()
 
 
-class RemoteGateway:
+class RemoteGateway(KnownBotReadiness, ShedReportingEvents):
     """A replica's gateway on a :class:`SandboxServer` at ``127.0.0.1:port``."""
 
     def __init__(self, port: int, *, bot_user_id: int, max_events: int = 50_000) -> None:
@@ -154,13 +154,6 @@ class RemoteGateway:
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._writer: asyncio.StreamWriter | None = None
         self._ready = asyncio.Event()
-
-    @property
-    def bot_user_id(self) -> int:
-        return self._bot
-
-    def is_ready(self) -> bool:
-        return self._ready.is_set()
 
     async def start(self) -> None:
         reader, self._writer = await asyncio.open_connection("127.0.0.1", self._port)
@@ -189,24 +182,9 @@ class RemoteGateway:
                     future.set_exception(ServerError("sandbox connection closed"))
             self._waiting.clear()
 
-    async def wait_until_ready(self) -> None:
-        await self._ready.wait()
-
     async def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
-
-    async def next_reaction_event(self) -> ReactionEvent:
-        return await self._events.get()
-
-    def event_stats(self) -> ReactionQueueStats:
-        return self._events.stats()
-
-    def take_shed_messages(self) -> tuple[list[int], bool]:
-        return self._events.take_shed_messages()
-
-    def pending_messages(self) -> set[int]:
-        return self._events.pending_messages()
 
     def report(self, kind: str, value: object) -> None:
         """Send a note to the soak (no answer)."""

@@ -18,21 +18,12 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TypeVar
 
+from polly.clock import Monotonic
 from polly.db.poll_rows import PollView
-from polly.engine.gateway import (
-    NO_MENTIONS,
-    AllowedMentions,
-    Embed,
-    FetchedMessage,
-    PostedMessage,
-    ReactionEvent,
-    ReactionEventQueue,
-    ReactionQueueStats,
-    ReactionUser,
-)
+from polly.engine.gateway import ReactionEventQueue, ShedReportingEvents
+from polly.engine.pass_through import PassThroughGateway
 from polly.errors import RateLimitedError
 from polly.sandbox.gateway import SandboxGateway
 from polly.sandbox.truth import MessageTruth
@@ -105,8 +96,10 @@ def audit_poll(
             audit.note(f"poll {poll.id}: user {user_id} expected {sorted(options)}, recorded {sorted(got)}")
 
 
-class ReplicaGateway:
-    """One replica's view of a shared sandbox: its own event queue, the sandbox's REST calls.
+class ReplicaGateway(ShedReportingEvents, PassThroughGateway):
+    """One replica's view of a shared sandbox: its own event queue, the sandbox's REST calls
+    (through :meth:`_through`) and readiness; :meth:`start` and :meth:`close` leave the shared
+    sandbox alone.
 
     Discord delivers every event to every connection of a bot; :meth:`fan_out` does that here.
     :attr:`window_violations` counts the calls this replica made into a bucket (channel; all DMs
@@ -114,11 +107,9 @@ class ReplicaGateway:
     own count also includes calls by a replica that had not been told.)
     """
 
-    def __init__(
-        self, sandbox: SandboxGateway, max_events: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._sb = sandbox
-        self._queue = ReactionEventQueue(max_events)
+    def __init__(self, sandbox: SandboxGateway, max_events: int, clock: Monotonic = time.monotonic) -> None:
+        super().__init__(sandbox)
+        self._events = ReactionEventQueue(max_events)
         self._clock = clock
         # bucket -> (end of the retry-after this replica was given, the number of the call told)
         self._told: dict[int, tuple[float, int]] = {}
@@ -126,7 +117,7 @@ class ReplicaGateway:
         self.context: tuple[int, int] | None = None
         self.window_violations = 0  # calls this replica made inside a retry-after it had been given
 
-    async def _call(self, bucket: int, call: Callable[[], Awaitable[T]]) -> T:
+    async def _through(self, bucket: int, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """Count a call inside a window this replica knows of, and learn windows from 429s.
 
         Over a connection (:mod:`polly.sandbox.remote`) calls overlap: :attr:`context` is
@@ -134,6 +125,7 @@ class ReplicaGateway:
         so a call already on its way when the 429 came back is not counted. In process every
         earlier answer is known.
         """
+        del what  # the gate's words for the call; the count needs only its bucket
         self._calls += 1
         number, known = self.context or (self._calls, self._calls - 1)
         now = self._clock()
@@ -154,77 +146,10 @@ class ReplicaGateway:
         while True:
             event = await sandbox.next_reaction_event()
             for replica in replicas:
-                replica._queue.offer(event)  # noqa: SLF001 - the fan-out is part of this class
-
-    @property
-    def bot_user_id(self) -> int:
-        return self._sb.bot_user_id
-
-    def is_ready(self) -> bool:
-        return self._sb.is_ready()
+                replica._events.offer(event)  # noqa: SLF001 - the fan-out is part of this class
 
     async def start(self) -> None:
         await asyncio.Event().wait()  # the shared sandbox is started once, by the soak
 
-    async def wait_until_ready(self) -> None:
-        await self._sb.wait_until_ready()
-
     async def close(self) -> None:
         return None
-
-    async def next_reaction_event(self) -> ReactionEvent:
-        return await self._queue.get()
-
-    def event_stats(self) -> ReactionQueueStats:
-        return self._queue.stats()
-
-    def take_shed_messages(self) -> tuple[list[int], bool]:
-        return self._queue.take_shed_messages()
-
-    def pending_messages(self) -> set[int]:
-        return self._queue.pending_messages()
-
-    async def post_poll_message(
-        self, channel_id: int, *, embed: Embed, emojis: Sequence[str], content: str | None = None,
-        allowed_mentions: AllowedMentions = NO_MENTIONS,
-    ) -> PostedMessage:  # fmt: skip
-        return await self._call(channel_id, lambda: self._sb.post_poll_message(
-            channel_id, embed=embed, emojis=emojis, content=content, allowed_mentions=allowed_mentions
-        ))  # fmt: skip
-
-    async def edit_message(
-        self, channel_id: int, message_id: int, *, embed: Embed | None = None, content: str | None = None
-    ) -> None:
-        await self._call(
-            channel_id, lambda: self._sb.edit_message(channel_id, message_id, embed=embed, content=content)
-        )
-
-    async def add_reaction(self, channel_id: int, message_id: int, emoji: str) -> None:
-        await self._call(channel_id, lambda: self._sb.add_reaction(channel_id, message_id, emoji))
-
-    async def clear_reactions(self, channel_id: int, message_id: int) -> None:
-        await self._call(channel_id, lambda: self._sb.clear_reactions(channel_id, message_id))
-
-    async def remove_reaction(self, channel_id: int, message_id: int, emoji: str, user_id: int) -> None:
-        await self._call(channel_id, lambda: self._sb.remove_reaction(channel_id, message_id, emoji, user_id))
-
-    async def fetch_message(self, channel_id: int, message_id: int) -> FetchedMessage:
-        return await self._call(channel_id, lambda: self._sb.fetch_message(channel_id, message_id))
-
-    async def list_reaction_users(
-        self, channel_id: int, message_id: int, emoji: str, *, after: int = 0, limit: int = 100
-    ) -> tuple[ReactionUser, ...]:
-        return await self._call(channel_id, lambda: self._sb.list_reaction_users(
-            channel_id, message_id, emoji, after=after, limit=limit
-        ))  # fmt: skip
-
-    async def send_message(
-        self, channel_id: int, *, content: str | None = None, embed: Embed | None = None,
-        allowed_mentions: AllowedMentions = NO_MENTIONS, attachment: Path | None = None,
-    ) -> int:  # fmt: skip
-        return await self._call(channel_id, lambda: self._sb.send_message(
-            channel_id, content=content, embed=embed, allowed_mentions=allowed_mentions, attachment=attachment
-        ))  # fmt: skip
-
-    async def send_dm(self, user_id: int, *, content: str | None = None, embed: Embed | None = None) -> int:
-        return await self._call(-1, lambda: self._sb.send_dm(user_id, content=content, embed=embed))

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from polly.clock import Monotonic, Sleep
 from polly.sandbox.gateway import SandboxGateway
 
 FIRST_VOTER_ID = 1_200_000_000_000_000_000
@@ -42,8 +42,8 @@ class SandboxVoters:
         voters: int,
         events_per_second: float,
         rng: random.Random,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Monotonic = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
         tick_seconds: float = 0.02,
         max_burst: int = 1000,
         first_voter_id: int = FIRST_VOTER_ID,
