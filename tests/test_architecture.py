@@ -65,6 +65,146 @@ def test_no_bare_create_task_in_polly() -> None:
     assert offenders == []
 
 
+#: What starts work that outlives the call: each use in the instrumentation is one of OWNED_SPOTS.
+SPAWNERS = {"create_task", "ensure_future", "run_coroutine_threadsafe", "Thread", "Timer", "start_new_thread"}
+_PACKAGE = "instrumentation/opentelemetry/instrumentation/polly"
+#: (file, enclosing function) -> (the ``self`` attribute the result is stored in, the method of the
+#: same class that ends it, how it ends it there: ``await`` or ``join``, whether its end is observed
+#: by a done-callback where it is created).
+OWNED_SPOTS = {
+    (f"{_PACKAGE}/_loop_task.py", "LoopTask.start.create"): ("_task", "aclose", "await", True),
+    (f"{_PACKAGE}/_core.py", "Telemetry._start_thread"): ("_thread", "stop", "join", False),
+}
+
+
+def _spawns(tree: ast.AST) -> list[tuple[str, ast.Call]]:
+    """Every spawning call with the qualified name of its enclosing function (``Class.method.inner``)."""
+    found: list[tuple[str, ast.Call]] = []
+
+    def visit(node: ast.AST, scope: tuple[str, ...]) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                visit(child, (*scope, child.name))
+                continue
+            if isinstance(child, ast.Call):
+                func = child.func
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+                if name in SPAWNERS:
+                    found.append((".".join(scope), child))
+            visit(child, scope)
+
+    visit(tree, ())
+    return found
+
+
+def _is_self_attr(node: ast.AST, attr: str) -> bool:
+    return (
+        isinstance(node, ast.Attribute)
+        and node.attr == attr
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "self"
+    )
+
+
+def _aliases(scope: ast.AST, attr: str) -> set[str]:
+    """Local names bound to ``self.<attr>`` in ``scope`` (``x = self.attr``, ``a, x = ..., self.attr``)."""
+    names: set[str] = set()
+    for node in ast.walk(scope):
+        if not isinstance(node, ast.Assign):
+            continue
+        for target in node.targets:
+            pairs: list[tuple[ast.AST, ast.AST]] = [(target, node.value)]
+            if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
+                pairs = list(zip(target.elts, node.value.elts, strict=False))
+            names.update(t.id for t, v in pairs if isinstance(t, ast.Name) and _is_self_attr(v, attr))
+    return names
+
+
+def _refers_to(node: ast.AST, attr: str, aliases: set[str]) -> bool:
+    return any(
+        _is_self_attr(n, attr) or (isinstance(n, ast.Name) and n.id in aliases) for n in ast.walk(node)
+    )
+
+
+def _function(tree: ast.AST, qualname: str) -> ast.AST:
+    node = tree
+    for part in qualname.split("."):
+        node = next(
+            c
+            for c in ast.walk(node)
+            if isinstance(c, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and c.name == part
+        )
+    return node
+
+
+def _ownership_faults(
+    tree: ast.AST, qualname: str, call: ast.Call, spec: tuple[str, str, str, bool]
+) -> list[str]:
+    attr, closer, how, observed = spec
+    faults: list[str] = []
+    creator = _function(tree, qualname)
+    stores = [
+        n
+        for n in ast.walk(creator)
+        if isinstance(n, ast.Assign)
+        and any(c is call for c in ast.walk(n.value))
+        and any(_is_self_attr(t, attr) for t in n.targets)
+    ]
+    if not stores:
+        faults.append(f"its result is not stored in self.{attr}")
+    results = {t.id for n in stores for t in n.targets if isinstance(t, ast.Name)}
+    if observed and not any(
+        isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Attribute)
+        and n.func.attr == "add_done_callback"
+        and _refers_to(n.func.value, attr, results)
+        for n in ast.walk(creator)
+    ):
+        faults.append("its end is not observed by a done-callback")
+    try:
+        ender = _function(tree, f"{qualname.split('.', maxsplit=1)[0]}.{closer}")
+    except StopIteration:
+        return [*faults, f"{closer}() is missing"]
+    aliases = _aliases(ender, attr)
+    ends: list[ast.AST]
+    if how == "await":
+        ends = [n for n in ast.walk(ender) if isinstance(n, ast.Await) and _refers_to(n, attr, aliases)]
+    else:
+        ends = [
+            n
+            for n in ast.walk(ender)
+            if isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Attribute)
+            and n.func.attr == "join"
+            and _refers_to(n.func.value, attr, aliases)
+        ]
+    if not ends:
+        faults.append(f"{closer}() does not {how} self.{attr}")
+    return faults
+
+
+def test_every_task_and_thread_of_the_instrumentation_has_an_owner() -> None:
+    """The instrumentation runs inside applications it does not know: every task or thread it starts
+    is one of OWNED_SPOTS, stored on its owner and awaited (tasks, their end observed by a
+    done-callback) or joined when the owner closes."""
+    unlisted: list[str] = []
+    faults: list[str] = []
+    spots_seen: set[tuple[str, str]] = set()
+    for path in sorted((ROOT / "instrumentation").rglob("*.py")):
+        rel = str(path.relative_to(ROOT))
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for qualname, call in _spawns(tree):
+            spec = OWNED_SPOTS.get((rel, qualname))
+            if spec is None:
+                unlisted.append(f"{rel}:{call.lineno} in {qualname or '<module>'}")
+                continue
+            spots_seen.add((rel, qualname))
+            faults.extend(f"{rel}:{call.lineno}: {f}" for f in _ownership_faults(tree, qualname, call, spec))
+    assert unlisted == [], "a task or thread outside OWNED_SPOTS (store it and await/join it at close)"
+    assert faults == []
+    assert spots_seen == set(OWNED_SPOTS), "an owned spot moved: update OWNED_SPOTS"
+
+
 def test_nothing_reads_the_shared_folder() -> None:
     marker = "../" + "shared"
     offenders = [

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import threading
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -151,7 +152,8 @@ async def test_redis_pools_sync_and_asyncio(
     try:
         await client.ping()
         redis.Redis(connection_pool=sync_pool).ping()
-        name = "127.0.0.1:6379/" + redis_url.rsplit("/", 1)[1]
+        parts = urlsplit(redis_url)
+        name = f"{parts.hostname}:{parts.port or 6379}/{parts.path.lstrip('/') or '0'}"
         metrics = collect(provider[1])
         maxima = {
             dict(k)[POOL]: v

@@ -83,10 +83,13 @@ async def test_instrument_inside_a_loop_runs_the_census_there(
     assert telemetry.census.latest is not None
     assert "polly.gc.object.count" in collect(reader)
     assert "polly.task.count" in collect(reader)  # the loop's own tasks, sampled on the loop
+    task = telemetry.task
+    assert task is not None
+    assert task.get_name() == "polly-telemetry"
     instrumentor.uninstrument()
     await asyncio.sleep(0)
-    assert telemetry._task is not None
-    assert telemetry._task.cancelled() or telemetry._task.done()
+    assert task.cancelled()
+    assert telemetry.task is None
     provider.shutdown()
 
 

@@ -136,6 +136,8 @@ class CensusRunner:
         return result
 
     def _publish(self, result: CensusResult) -> None:
+        if not self.active:
+            return  # stopped while the census ran: nothing is recorded after stop
         self.latest = result
         self.censuses += 1
         self._duration.record(result.busy_seconds)

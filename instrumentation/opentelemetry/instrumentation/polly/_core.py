@@ -2,10 +2,12 @@
 
 :class:`Telemetry` is what :class:`PollyInstrumentor` and ``setup.start_telemetry`` build. The
 loop-side work (census, RSS sampling, gc pause draining) runs in
-:meth:`Telemetry.run`, scheduled by :meth:`start` on the given event loop, or on a daemon thread
-when there is none; asyncio tasks are counted on each known loop (``_tasks``). :meth:`stop`
-silences every callback (the SDK cannot delete instruments) and ends the loop-side work. Sessions
-made :func:`fork_aware` restart in forked children (``os.register_at_fork``).
+:meth:`Telemetry.run`: awaited by an owner of the application's (polly's supervisor), or run by
+:meth:`start` on the given event loop as a task the session owns (``_loop_task``), or on a daemon
+thread when there is neither; asyncio tasks are counted on each known loop (``_tasks``).
+:meth:`stop` (any thread) silences every callback (the SDK cannot delete instruments) and ends the
+loop-side work; :meth:`aclose` also awaits the task's end. Sessions made :func:`fork_aware` restart
+in forked children (``os.register_at_fork``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import cast
 
 from opentelemetry.instrumentation.polly import _discovery, _tasks
 from opentelemetry.instrumentation.polly._caches import CacheSignals
@@ -27,6 +29,7 @@ from opentelemetry.instrumentation.polly._filter import FilteredMeter
 from opentelemetry.instrumentation.polly._gateway import GatewaySignals
 from opentelemetry.instrumentation.polly._gc import GcSignals
 from opentelemetry.instrumentation.polly._leaks import RssGrowth
+from opentelemetry.instrumentation.polly._loop_task import LoopTask
 from opentelemetry.instrumentation.polly._pools import PoolSignals
 from opentelemetry.instrumentation.polly._process import ProcessSignals
 from opentelemetry.instrumentation.polly._tasks import TaskSignals
@@ -66,7 +69,7 @@ class Telemetry:
         self.gateways = GatewaySignals(meter, sources)
         self.census.hooks.extend([self.process.sample_rss, self.gc.drain])
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._loop_task = LoopTask("polly-telemetry")
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.stopped = False
@@ -80,7 +83,8 @@ class Telemetry:
         await self.census.run()
 
     def start(self, loop: asyncio.AbstractEventLoop | None, *, thread_fallback: bool = True) -> None:
-        """Schedule :meth:`run` on ``loop`` (thread-safe), or on a daemon thread when ``loop`` is None.
+        """Run :meth:`run` on ``loop`` as a task of its own (thread-safe), or on a daemon thread when
+        ``loop`` is None.
 
         With ``thread_fallback=False`` and no loop nothing is scheduled: the owner awaits :meth:`run`.
         """
@@ -105,12 +109,8 @@ class Telemetry:
             self._thread = None
             self._stop = threading.Event()
         self.loop = loop
-
-        def create() -> None:
-            if not self.stopped:
-                self._task = loop.create_task(self.run(), name="polly-telemetry")
-
-        _call_on(loop, create)
+        if not self.stopped:
+            self._loop_task.start(loop, self.run)  # a task on an earlier loop is ended
 
     def restart(self, loop: asyncio.AbstractEventLoop | None, *, thread_fallback: bool = True) -> None:
         """Resume after :meth:`stop` (instruments cannot be created twice on one MeterProvider)."""
@@ -124,11 +124,10 @@ class Telemetry:
         if self.discovering:
             self.discover()
         self._stop = threading.Event()
-        self._task = None
         self.start(loop, thread_fallback=thread_fallback)
 
     def stop(self) -> None:
-        """Silence every callback, remove hooks, end the loop-side work. Idempotent."""
+        """Silence every callback, remove hooks, end the loop-side work. Idempotent, any thread."""
         if self.stopped:
             return
         self.stopped = True
@@ -139,11 +138,19 @@ class Telemetry:
         _discovery.remove_sink(self.pools)
         _tasks.unwatch_all_loops(self.tasks)
         self._stop.set()
-        task, loop = self._task, self.loop
-        if task is not None and loop is not None and not loop.is_closed():
-            _call_on(loop, task.cancel)
+        self._loop_task.cancel()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
+
+    async def aclose(self) -> None:
+        """:meth:`stop`, then await the end of the loop-side task (on its loop; elsewhere bounded)."""
+        self.stop()
+        await self._loop_task.aclose()
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The loop-side task while it runs (None when run by an owner, on a thread, or ended)."""
+        return self._loop_task.task
 
     def discover(self) -> None:
         """Report every SQLAlchemy engine, redis-py pool and asyncio loop, now and later (zero-code)."""
@@ -183,14 +190,3 @@ def fork_aware(telemetry: Telemetry) -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _call_on(loop: asyncio.AbstractEventLoop, fn: Any) -> None:
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop:
-        fn()
-    elif not loop.is_closed():
-        loop.call_soon_threadsafe(fn)

@@ -32,15 +32,20 @@ The handle (:class:`TelemetryHandle`):
 * ``run_by_owner=True`` (what polly passes): nothing is scheduled; the owner runs
   ``await handle.run()`` (in polly, a supervised loop, awaited at shutdown like every other). Else,
   with ``loop`` given (or a loop running in the calling thread), the census and loop-side samplers
-  are scheduled on it as a task of the handle's own, thread-safely; with neither, until the owner
-  awaits ``handle.run()`` no census is taken (other metrics work).
+  run on it as a task the handle owns (``polly-telemetry``), created thread-safely; its end is
+  observed (an exception is logged once; the cancellation by ``asyncio.run`` at the end of the
+  application is a normal end and logs nothing). With neither, until the owner awaits
+  ``handle.run()`` no census is taken (other metrics work).
 * ``handle.run()``: the loop-side work (census every ``memory_profiling.interval_seconds``, RSS and
   task sampling, gc pause draining), until cancelled. Never raises on its own.
 * ``handle.register_engine(engine, name=None)`` / ``handle.register_redis_pool(pool, name=None)``.
 * ``handle.census_now()``: one census right away on the calling thread (tools, tests).
 * ``handle.meter_provider``: the SDK MeterProvider (``None`` when disabled).
 * ``handle.shutdown(timeout_seconds=5.0)``: stop every signal, flush once (bounded by the timeout
-  even with the collector down), stop the scrape server. Idempotent.
+  even with the collector down), stop the scrape server. Idempotent, from any thread.
+* ``await handle.aclose(timeout_seconds=5.0)``: the same from a coroutine: the loop-side task is
+  cancelled and awaited (on its loop; from another loop, waited for up to 5 s), then the flush runs
+  off the event loop. Idempotent.
 """
 
 from __future__ import annotations
@@ -104,6 +109,12 @@ class TelemetryHandle:
 
     def register_redis_pool(self, pool: Any, name: str | None = None) -> str | None:
         return None if self.telemetry is None else self.telemetry.pools.add_redis_pool(pool, name)
+
+    async def aclose(self, timeout_seconds: float = 5.0) -> None:
+        if self.telemetry is not None:
+            await self.telemetry.aclose()
+        if not self._closed:
+            await asyncio.to_thread(self.shutdown, timeout_seconds)
 
     def shutdown(self, timeout_seconds: float = 5.0) -> None:
         if self._closed:
