@@ -49,7 +49,7 @@ from polly.engine.discord_health import (
     describe_failure,
 )
 from polly.engine.discord_rest import DiscordRest
-from polly.engine.gateway import QueuedReactionEvents, ReactionEventQueue
+from polly.engine.gateway import ReactionEventQueue, ShedReportingEvents
 from polly.errors import GatewayError, RateLimitedError, ServerError
 from polly.stats import GatewayStats, StatsRegistry
 from polly.stats import registry as default_registry
@@ -61,7 +61,7 @@ logger = logging.getLogger(__name__)
 MIN_RATELIMIT_WAIT_SECONDS = 30.0  # discord.py raises max_ratelimit_timeout below this to 30
 
 
-class DiscordGateway(DiscordRest, QueuedReactionEvents):
+class DiscordGateway(DiscordRest, ShedReportingEvents):
     """The Discord gateway on discord.py. Construct it, ``await start()`` in a supervised task.
 
     ``max_events`` bounds the reaction event queue; ``max_connections`` the HTTP connection pool;

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from polly.clock import Backoff, FakeClock
 from polly.engine.discord_adapter import DiscordGateway, reaction_route_emoji, to_reaction_event
-from polly.engine.gateway import AllowedMentions, Embed, EmbedField, Gateway, ReactionEvent
+from polly.engine.gateway import AllowedMentions, Embed, EmbedField, Gateway, ReactionEvent, ShedReporter
 from polly.errors import ForbiddenError, GatewayError, NotFoundError, RateLimitedError, ServerError
 from tests.polly.engine.fake_discord import BOT_ID, FakeDiscord
 
@@ -432,4 +432,8 @@ async def test_a_full_event_queue_sheds_and_counts(
     assert (stats.depth, stats.accepted, stats.dropped, stats.max_events) == (2, 2, 3, 2)
     first = await _next(gateway)
     assert (first.user_id, first.guild_id) == (1, None)
+    # The engine learns which message lost events, so it repairs that poll rather than every one.
+    assert isinstance(gateway, ShedReporter)
+    assert gateway.take_shed_messages() == ([555], False)
+    assert gateway.take_shed_messages() == ([], False)
     await gateway.close()
