@@ -238,7 +238,7 @@ async def run_soak(  # noqa: PLR0915 - one linear script
             if converged or clock.monotonic() > deadline:
                 break
             await clock.sleep(1.0)
-        result, poll_count, states = await audit(admin, sandbox)
+        result, poll_count, states = await audit(admin, sandbox, clock)
         converged_after = clock.monotonic() - end_mark.t
         rss_after = watch.read()
         for sup in (*sups, harness):
@@ -261,6 +261,7 @@ async def run_soak(  # noqa: PLR0915 - one linear script
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
         "database": admin.redacted_url,
         "lost_votes": result.lost_votes,
+        "lost_votes_without_reaction": result.lost_without_reaction,
         "phantom_votes": result.phantom_votes,
         "over_max_choices": result.over_max_choices,
         "expected_votes_checked": result.expected_votes,

@@ -114,7 +114,7 @@ async def run_crash_soak(  # noqa: PLR0915 - one linear script
                 except TimeoutError:
                     proc.kill()
                     await proc.wait()
-            result, poll_count, states = await audit(admin, sandbox)
+            result, poll_count, states = await audit(admin, sandbox, clock)
             await harness.shutdown(10.0)
     await server.close()
     await admin.dispose()
@@ -122,6 +122,7 @@ async def run_crash_soak(  # noqa: PLR0915 - one linear script
     out: dict[str, Any] = {
         "mode": "crash", "replicas": options.replicas, "crash_cycles": cycles, "kills": kills,
         "database": admin.redacted_url, "lost_votes": result.lost_votes,
+        "lost_votes_without_reaction": result.lost_without_reaction,
         "phantom_votes": result.phantom_votes,
         "over_max_choices": result.over_max_choices, "expected_votes_checked": result.expected_votes,
         "polls_audited": result.polls, "polls_audited_exactly": result.exact_polls,

@@ -9,7 +9,8 @@ The driver wakes every ``tick_seconds`` on the injected clock and makes, in one 
 time since its last wake-up calls for: when the replicas keep the event loop busy it wakes late and
 makes up the difference in bulk, so the rate offered is the rate asked for, not what a starved
 loop manages. A backlog of more than ``max_backlog_seconds`` (a stall of the whole process) is not
-made up; :attr:`Voters.missed` counts those acts, so the report can say what was really offered.
+made up; :attr:`Voters.missed` counts those acts (and acts due while no message could take one), so
+the report can say what was really offered.
 """
 
 from __future__ import annotations
@@ -65,12 +66,13 @@ class Voters:
     def mark(self) -> LoadMark:
         return LoadMark(self._clock.monotonic(), self.acts, self.missed)
 
-    def act(self) -> bool:
-        """One act of one voter; ``False`` if there was nothing to vote on."""
+    def act(self) -> bool | None:
+        """One act of one voter: ``True`` if made, ``False`` if the message picked is not ready (its
+        poll's reactions are still being added), ``None`` if there is no message to vote on."""
         sb, rng = self._sb, self._rng
         picked = sb.pick_votable(rng)
         if picked is None:
-            return False
+            return None
         message_id, emojis = picked
         if len(emojis) < 2:
             return False
@@ -90,12 +92,17 @@ class Voters:
         return True
 
     def act_many(self, count: int) -> int:
-        """Up to ``count`` acts at once (fewer if nothing is votable); returns the acts made."""
-        act = self.act
-        for made in range(count):
-            if not act():
-                return made
-        return count
+        """Up to ``count`` acts at once, picking again past messages not ready (at most ``4 * count``
+        picks; fewer acts if nothing is votable); returns the acts made."""
+        act, made = self.act, 0
+        for _ in range(4 * count):
+            if made >= count:
+                break
+            done = act()
+            if done is None:
+                break
+            made += done
+        return made
 
     async def run(self) -> None:
         """Act at :attr:`rate` (which a burst changes while running) until :attr:`running` is off."""
@@ -110,6 +117,6 @@ class Voters:
                 self.missed += int(owed - limit)
                 owed = limit
             due = int(owed)
-            self.act_many(due)
+            self.missed += due - self.act_many(due)
             owed -= due
             await clock.sleep(self._tick)

@@ -13,7 +13,7 @@ import gc
 import itertools
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,12 +23,13 @@ from sqlalchemy import select, text
 from polly.clock import SYSTEM_CLOCK, Clock
 from polly.db.engine import Database
 from polly.db.models import Poll, Vote
-from polly.db.poll_rows import poll_view
+from polly.db.poll_rows import PollView, poll_view
 from polly.errors import CorruptPollError
 from polly.sandbox.gateway import SandboxGateway
 from polly.sandbox.soak_check import VoteAudit, audit_poll
 from polly.sandbox.soak_load import LoadMark, offered_rate
 from polly.sandbox.soak_setup import SoakOptions
+from polly.sandbox.truth import MessageTruth
 from polly.supervisor import Readiness
 
 logger = logging.getLogger("polly.soak")
@@ -101,9 +102,38 @@ async def _votes_by_poll(database: Database) -> dict[int, dict[int, set[int]]]:
     return out
 
 
-async def audit(database: Database, sandbox: SandboxGateway) -> tuple[VoteAudit, int, dict[str, int]]:
-    """Audit every poll with a message against the truth; also count polls and states."""
-    result = VoteAudit()
+@dataclass(slots=True)
+class SoakAudit(VoteAudit):
+    """The audit's counts, and how many of the lost votes left no reaction behind."""
+
+    lost_without_reaction: int = 0
+
+
+def lost_without_reaction(poll: PollView, truth: MessageTruth, votes: Mapping[int, set[int]]) -> int:
+    """Single-choice votes the truth calls for (the user's last added emoji) that are not recorded
+    and whose reaction is no longer on the message, so no repair read can bring them back (see the
+    ``lost_votes_without_reaction`` row in docs/operations.md for how that happens)."""
+    if poll.multiple_choice:
+        return 0
+    count = 0
+    for user_id, voter in truth.voters.items():
+        option = poll.option_for(voter.last_added) if voter.last_added else None
+        if option is None or option in votes.get(user_id, set()):
+            continue
+        count += user_id not in truth.reactions.get(voter.last_added or "", frozenset())
+    return count
+
+
+async def audit(
+    database: Database, sandbox: SandboxGateway, clock: Clock = SYSTEM_CLOCK
+) -> tuple[SoakAudit, int, dict[str, int]]:
+    """Audit every poll with a message against the truth; also count polls and states.
+
+    A poll is checked exactly while it is open: active and before its close time. Past that time
+    the vote path ignores every act (as on a closed poll) even before the scheduler closes it.
+    """
+    result = SoakAudit()
+    now = clock.now()
     votes = await _votes_by_poll(database)
     async with database.async_session_scope() as session:
         polls = list((await session.scalars(select(Poll))).all())
@@ -117,7 +147,10 @@ async def audit(database: Database, sandbox: SandboxGateway) -> tuple[VoteAudit,
         if poll.message_id is None or poll.message_id not in known:
             continue
         truth = sandbox.truth(poll.message_id)
-        audit_poll(result, poll, truth, votes.get(poll.id, {}), exact=poll.status == "active")
+        open_now = poll.status == "active" and poll.close_time > now
+        audit_poll(result, poll, truth, votes.get(poll.id, {}), exact=open_now)
+        if open_now:
+            result.lost_without_reaction += lost_without_reaction(poll, truth, votes.get(poll.id, {}))
     return result, len(polls), states
 
 
