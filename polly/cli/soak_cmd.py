@@ -41,6 +41,8 @@ from polly.errors import PollyError
               help="Length of the burst at the end of the run (0: no burst).")  # fmt: skip
 @click.option("--crash-cycles", type=click.IntRange(min=0, max=1000), default=0, show_default=True,
               help="Replicas as processes; SIGKILL and restart one N times (0: in-process).")  # fmt: skip
+@click.option("--memory-bound-mb", type=click.FloatRange(min=1), default=1024.0, show_default=True,
+              help="Highest RSS of the soak process allowed (the systemd unit's MemoryMax=1G).")  # fmt: skip
 def soak(
     *,
     config_path: Path | None,
@@ -58,10 +60,12 @@ def soak(
     burst_factor: float,
     burst_seconds: float,
     crash_cycles: int,
+    memory_bound_mb: float,
 ) -> None:
     """Run replicas of the engine against the sandbox under load and faults; write report.json and
     report.png; exit 1 if a vote was lost or invented, a cap exceeded, a transition happened twice, a
-    poll was deleted or a replica called Discord inside a retry-after window it had been given."""
+    poll was deleted, a replica called Discord inside a retry-after window it had been given or the
+    soak's RSS went past --memory-bound-mb."""
     from polly.sandbox.soak import SoakOptions, run_soak, soak_settings
 
     settings = soak_settings(settings_or_exit(config_path), database_url)
@@ -71,6 +75,7 @@ def soak(
         events_per_second=events_per_second, fault_rate=fault_rate, replicas=replicas,
         sample_interval_seconds=sample_interval, seed=seed, report_dir=report_dir,
         burst_factor=burst_factor, burst_seconds=burst_seconds, crash_cycles=crash_cycles,
+        memory_bound_mb=memory_bound_mb,
     )  # fmt: skip
     try:
         report = asyncio.run(run_soak(settings, options))
@@ -86,5 +91,6 @@ def soak(
         or report["phantom_votes"]
         or report["over_max_choices"]
         or report["calls_inside_retry_after"]
+        or not report.get("rss_within_bound", True)
     )
     sys.exit(1 if failed else 0)

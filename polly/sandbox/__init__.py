@@ -7,5 +7,6 @@
 * :mod:`.run`: what ``polly run --sandbox`` adds to the engine (the gateway, demo polls, voters);
 * :mod:`.remote`, :mod:`.soak_replica`, :mod:`.soak_crash`: one sandbox served to replica processes;
 * :mod:`.soak`, :mod:`.soak_check`: ``polly soak``, replicas under load, bursts, faults and crashes,
-  audited against the ground truth.
+  audited against the ground truth; its scenario (:mod:`.soak_setup`), voter driver
+  (:mod:`.soak_load`) and report (:mod:`.soak_report`).
 """

@@ -20,23 +20,17 @@ import os
 import random
 import signal
 import sys
-import time
 from collections import Counter
 from typing import Any
 
+from polly.clock import SYSTEM_CLOCK, Clock
 from polly.config import Settings
-from polly.sandbox.gateway import FaultRates, SandboxGateway
+from polly.sandbox.gateway import FaultRates
 from polly.sandbox.remote import SandboxServer
-from polly.sandbox.soak import (
-    CHANNEL_BASE,
-    CHANNELS,
-    GUILD_BASE,
-    SoakOptions,
-    Voters,
-    audit,
-    fault_rates,
-    seeded_database,
-)
+from polly.sandbox.soak import seeded_database
+from polly.sandbox.soak_load import Voters
+from polly.sandbox.soak_report import audit
+from polly.sandbox.soak_setup import SoakOptions, soak_sandbox
 from polly.supervisor import Supervisor, ready_at_once
 
 logger = logging.getLogger("polly.soak")
@@ -50,17 +44,13 @@ async def _spawn(name: str, port: int, url: str, log: Any) -> asyncio.subprocess
     )  # fmt: skip
 
 
-async def run_crash_soak(settings: Settings, options: SoakOptions, cycles: int) -> dict[str, Any]:  # noqa: PLR0915 - one linear script
+async def run_crash_soak(  # noqa: PLR0915 - one linear script
+    settings: Settings, options: SoakOptions, cycles: int, *, clock: Clock = SYSTEM_CLOCK
+) -> dict[str, Any]:
     """Run the crash soak and write ``report.json``; returns the report."""
     rng = random.Random(options.seed)  # noqa: S311 - a reproducible simulation
-    admin = await seeded_database(settings, options, rng)
-    sandbox = SandboxGateway(
-        rng=random.Random(options.seed + 1),  # noqa: S311 - a reproducible simulation
-        faults=fault_rates(options.fault_rate), max_events=100_000,
-        max_tracked_voters=options.polls * options.voters * 2,
-    )  # fmt: skip
-    for i in range(CHANNELS):
-        sandbox.ensure_channel(CHANNEL_BASE + i, GUILD_BASE + i % 5)
+    admin = await seeded_database(settings, options, rng, clock)
+    sandbox = soak_sandbox(options, clock)
     transitions: Counter[tuple[int, str]] = Counter()
     latest: dict[str, tuple[float, int, int, int]] = {}  # replica -> (time, depth, queued, marked)
 
@@ -68,23 +58,23 @@ async def run_crash_soak(settings: Settings, options: SoakOptions, cycles: int) 
         if kind == "transition":
             transitions[(int(value[0]), str(value[1]))] += 1
         elif kind == "stats":
-            latest[str(value[0])] = (time.monotonic(), int(value[2]), int(value[3]), int(value[4]))
+            latest[str(value[0])] = (clock.monotonic(), int(value[2]), int(value[3]), int(value[4]))
 
     server = SandboxServer(sandbox, max_events=50_000, on_report=on_report)
     port = await server.start()
     url = settings.database.url.get_secret_value()
     options.report_dir.mkdir(parents=True, exist_ok=True)
     names = [f"r{i + 1}" for i in range(options.replicas)]
-    voters = Voters(sandbox, options.voters, options.events_per_second, rng)
+    voters = Voters(sandbox, options.voters, options.events_per_second, rng, clock=clock)
     kills = 0
     with (options.report_dir / "replicas.log").open("ab") as log:
         procs = {n: await _spawn(n, port, url, log) for n in names}
 
         async def connected(count: int, limit: float) -> None:
             # A process start can take seconds on a loaded machine: the clock starts once it is up.
-            deadline = time.monotonic() + limit
-            while server.connections < count and time.monotonic() < deadline:  # noqa: ASYNC110 - polling a counter another coroutine bumps
-                await asyncio.sleep(0.2)
+            deadline = clock.monotonic() + limit
+            while server.connections < count and clock.monotonic() < deadline:
+                await clock.sleep(0.2)
 
         async with Supervisor(name="soak", registry=None) as harness:
             harness.start_loop("sandbox", ready_at_once(sandbox.start))
@@ -93,29 +83,29 @@ async def run_crash_soak(settings: Settings, options: SoakOptions, cycles: int) 
             harness.start_loop("voters", ready_at_once(voters.run))
             interval = options.duration_seconds / (cycles + 1)
             for k in range(cycles):
-                await asyncio.sleep(interval)
+                await clock.sleep(interval)
                 victim = names[k % len(names)]
                 procs[victim].send_signal(signal.SIGKILL)
                 await procs[victim].wait()
                 kills += 1
                 logger.info("crash %d/%d: killed %s", kills, cycles, victim)
-                await asyncio.sleep(1.0)
+                await clock.sleep(1.0)
                 procs[victim] = await _spawn(victim, port, url, log)
                 await connected(len(names) + kills, 60.0)
-            await asyncio.sleep(interval)
+            await clock.sleep(interval)
             voters.running = False
             # Discord calms down: the replicas' own repair (prompt and background) finishes the job.
             sandbox.set_faults(FaultRates())
-            stopped = time.monotonic()
+            stopped = clock.monotonic()
             deadline = stopped + 120.0
-            while time.monotonic() < deadline:
+            while clock.monotonic() < deadline:
                 fresh = [v for n, v in latest.items() if n in names and v[0] > stopped + 1.0]
                 if len(fresh) == len(names) and all(v[1:] == (0, 0, 0) for v in fresh):
                     break
-                await asyncio.sleep(0.5)
-            converged_after = time.monotonic() - stopped
+                await clock.sleep(0.5)
+            converged_after = clock.monotonic() - stopped
             # One background pass of every replica after that (soak cadence: every 10 s).
-            await asyncio.sleep(settings.engine.reconcile_interval_seconds + 1)
+            await clock.sleep(settings.engine.reconcile_interval_seconds + 1)
             for proc in procs.values():
                 proc.send_signal(signal.SIGTERM)
             for proc in procs.values():
@@ -124,7 +114,7 @@ async def run_crash_soak(settings: Settings, options: SoakOptions, cycles: int) 
                 except TimeoutError:
                     proc.kill()
                     await proc.wait()
-            result, poll_count, states = await audit(admin, sandbox)
+            result, poll_count, states = await audit(admin, sandbox, clock)
             await harness.shutdown(10.0)
     await server.close()
     await admin.dispose()
@@ -132,6 +122,7 @@ async def run_crash_soak(settings: Settings, options: SoakOptions, cycles: int) 
     out: dict[str, Any] = {
         "mode": "crash", "replicas": options.replicas, "crash_cycles": cycles, "kills": kills,
         "database": admin.redacted_url, "lost_votes": result.lost_votes,
+        "lost_votes_without_reaction": result.lost_without_reaction,
         "phantom_votes": result.phantom_votes,
         "over_max_choices": result.over_max_choices, "expected_votes_checked": result.expected_votes,
         "polls_audited": result.polls, "polls_audited_exactly": result.exact_polls,

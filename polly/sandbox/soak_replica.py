@@ -16,6 +16,7 @@ import os
 import signal
 
 from polly.app import open_app
+from polly.clock import SYSTEM_CLOCK, Clock
 from polly.config import load_settings
 from polly.engine.service import Engine
 from polly.sandbox.gateway import SANDBOX_BOT_ID
@@ -24,7 +25,7 @@ from polly.sandbox.soak import soak_settings
 from polly.supervisor import Readiness, Supervisor
 
 
-async def serve(port: int, replica: str) -> None:
+async def serve(port: int, replica: str, clock: Clock = SYSTEM_CLOCK) -> None:
     """Run one replica until SIGTERM."""
     settings = soak_settings(load_settings())
     gateway = RemoteGateway(port, bot_user_id=SANDBOX_BOT_ID)
@@ -41,7 +42,7 @@ async def serve(port: int, replica: str) -> None:
         async def report(ready: Readiness) -> None:
             ready.ready()
             while True:
-                await asyncio.sleep(1.0)
+                await clock.sleep(1.0)
                 depth = gateway.event_stats().depth
                 gateway.report(
                     "stats", (replica, os.getpid(), depth, engine.votes.queued, engine.reconciler.marked)
