@@ -54,6 +54,20 @@ class ReactionQueueStats:
     dropped: int
 
 
+@dataclass(frozen=True, slots=True)
+class ShedRecord:
+    """What a full queue shed: per message (at most ``max_shed_messages``), when each user's latest
+    shed event was taken in, or ``None`` when that is no longer known (past ``max_shed_users``);
+    ``overflow`` when more messages lost events than that (then every active poll needs repair).
+
+    Per user, so a repair can tell a reaction older than a user's recorded vote (a leftover) from a
+    change of mind it missed: only an event shed after the vote can be one.
+    """
+
+    messages: dict[int, dict[int, dt.datetime] | None]
+    overflow: bool = False
+
+
 @dataclass(slots=True)
 class ReactionEventQueue:
     """A bounded FIFO of :class:`ReactionEvent`; :meth:`offer` never blocks and sheds when full."""
@@ -66,7 +80,11 @@ class ReactionEventQueue:
     _accepted: int = field(default=0, init=False)
     _dropped: int = field(default=0, init=False)
     max_shed_messages: int = 10_000
-    _shed: dict[int, None] = field(default_factory=dict, init=False, repr=False)
+    #: users remembered per shed message, over all messages (past it a message's users are unknown)
+    max_shed_users: int = 50_000
+    # message -> user -> when that user's latest shed event was taken in (None: users unknown)
+    _shed: dict[int, dict[int, dt.datetime] | None] = field(default_factory=dict, init=False, repr=False)
+    _shed_users: int = field(default=0, init=False)
     _shed_overflow: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
@@ -84,10 +102,7 @@ class ReactionEventQueue:
             self._queue.put_nowait(event)
         except asyncio.QueueFull:
             self._dropped += 1
-            if event.message_id in self._shed or len(self._shed) < self.max_shed_messages:
-                self._shed[event.message_id] = None
-            else:
-                self._shed_overflow = True
+            self._note_shed(event)
             return False
         self._accepted += 1
         return True
@@ -99,12 +114,29 @@ class ReactionEventQueue:
     def stats(self) -> ReactionQueueStats:
         return ReactionQueueStats(self._queue.qsize(), self.max_events, self._accepted, self._dropped)
 
-    def take_shed_messages(self) -> tuple[list[int], bool]:
-        """The messages whose events were shed since the last call (at most ``max_shed_messages``), and
-        whether more were shed than that set holds (then every active poll needs repair)."""
-        shed, overflow = list(self._shed), self._shed_overflow
-        self._shed, self._shed_overflow = {}, False
-        return shed, overflow
+    def _note_shed(self, event: ReactionEvent) -> None:
+        if event.message_id not in self._shed:
+            if len(self._shed) >= self.max_shed_messages:
+                self._shed_overflow = True
+                return
+            self._shed[event.message_id] = {}
+        users = self._shed[event.message_id]
+        if users is None:
+            return
+        if event.user_id not in users:
+            if self._shed_users >= self.max_shed_users:
+                self._shed[event.message_id] = None  # whose events were shed: no longer known
+                self._shed_users -= len(users)
+                return
+            self._shed_users += 1
+        assert event.received_at is not None  # stamped by offer()
+        users[event.user_id] = max(event.received_at, users.get(event.user_id, event.received_at))
+
+    def take_shed(self) -> ShedRecord:
+        """What was shed since the last call, then forget it."""
+        record = ShedRecord(self._shed, self._shed_overflow)
+        self._shed, self._shed_users, self._shed_overflow = {}, 0, False
+        return record
 
     def pending_messages(self) -> set[int]:
         """The messages of the events still waiting (for the shutdown record)."""
@@ -116,7 +148,7 @@ class ShedReporter(Protocol):
     """A gateway that can say which messages lost events to a full queue (the sandbox can; a
     gateway that cannot makes the engine repair every active poll when its drop counter grows)."""
 
-    def take_shed_messages(self) -> tuple[list[int], bool]: ...
+    def take_shed(self) -> ShedRecord: ...
 
     def pending_messages(self) -> set[int]: ...
 
@@ -136,8 +168,8 @@ class QueuedReactionEvents:
 class ShedReportingEvents(QueuedReactionEvents):
     """:class:`QueuedReactionEvents` that also says which messages lost events (a :class:`ShedReporter`)."""
 
-    def take_shed_messages(self) -> tuple[list[int], bool]:
-        return self._events.take_shed_messages()
+    def take_shed(self) -> ShedRecord:
+        return self._events.take_shed()
 
     def pending_messages(self) -> set[int]:
         return self._events.pending_messages()

@@ -28,7 +28,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -94,6 +94,9 @@ class ReconcileReport:
 class Reconciler:
     """Repairs missed votes from message reactions, within a Discord call budget per pass."""
 
+    #: (message, user) pairs whose shed events are remembered; past it a message counts as lost for all
+    MAX_LOST_ACTS = 50_000
+
     def __init__(
         self,
         store: PollStore,
@@ -144,6 +147,10 @@ class Reconciler:
         self._created = clock()
         self._covered_since: datetime | None = None
         self._lost_at: TTLCache[int, datetime] = TTLCache(maxsize=max_marked, ttl=3600.0, timer=monotonic)
+        # (message, user) -> when that user's latest shed event was taken in, where the queue knew
+        self._lost_acts: TTLCache[tuple[int, int], datetime] = TTLCache(
+            maxsize=self.MAX_LOST_ACTS, ttl=3600.0, timer=monotonic
+        )
         self._deferred = False
         self.passes = 0
         self.totals = ReconcileReport()
@@ -154,6 +161,25 @@ class Reconciler:
         poll."""
         if self._votes.remover.giving_up != message_id:  # a removal given up loses no event
             self._lost_at[message_id] = self._clock()
+        self._mark(message_id)
+
+    def note_shed(self, message_id: int, users: Mapping[int, datetime] | None) -> None:
+        """Mark ``message_id``'s poll for a prompt repair because the queue shed some of its events:
+        those of ``users`` (each taken in at the time given), or of anyone (``None``: then as
+        :meth:`mark_message`). Knowing whose, a reaction older than a user's recorded vote stays a
+        leftover though other users' events were shed (:meth:`may_have_missed`)."""
+        if users is None:
+            self.mark_message(message_id)
+            return
+        acts = self._lost_acts
+        acts.expire()
+        for user_id, at in users.items():
+            key = (message_id, user_id)
+            if key not in acts and len(acts) >= acts.maxsize:
+                # no room to say whose: the whole message counts as lost from then on
+                self._lost_at[message_id] = max(at, self._lost_at.get(message_id, at))
+                continue
+            acts[key] = max(at, acts.get(key, at))
         self._mark(message_id)
 
     def _mark(self, message_id: int) -> None:
@@ -168,15 +194,19 @@ class Reconciler:
         self._mark_all = True
         self._covered_since = self._created if self._covered_since is None else self._clock()
 
-    def may_have_missed(self, message_id: int, since: datetime) -> bool:
-        """Whether this replica may have missed an event of ``message_id`` taken in after ``since``:
-        it was not yet listening then (or has lost track of which messages it missed since), or it
-        lost some of that message's events later."""
+    def may_have_missed(self, message_id: int, since: datetime, user_id: int) -> bool:
+        """Whether this replica may have missed an event of ``message_id`` by ``user_id`` taken in
+        after ``since``: it was not yet listening then (or has lost track of which messages it missed
+        since), it lost some of that message's events later without knowing whose, or it shed one of
+        that user's events taken in later."""
         covered = self._covered_since
         if covered is None or since <= covered:
             return True
         lost = self._lost_at.get(message_id)
-        return lost is not None and since <= lost
+        if lost is not None and since <= lost:
+            return True
+        at = self._lost_acts.get((message_id, user_id))
+        return at is not None and since <= at
 
     @property
     def marked(self) -> int:
@@ -296,7 +326,7 @@ class Reconciler:
             when, option = voted_at.get(user_id), poll.option_for(emoji)
             return (
                 not poll.multiple_choice and when is not None and option not in recorded.get(user_id, set())
-                and not self.may_have_missed(message_id, when)
+                and not self.may_have_missed(message_id, when, user_id)
             )  # fmt: skip
 
         events, leftovers = repair_events(

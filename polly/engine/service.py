@@ -204,10 +204,10 @@ class Engine:
                 self.reconciler.mark_all()
             self._sessions_seen = sessions
         if isinstance(self.gateway, ShedReporter):
-            shed, overflow = self.gateway.take_shed_messages()
-            for message_id in shed:
-                self.reconciler.mark_message(message_id)
-            if overflow:
+            shed = self.gateway.take_shed()
+            for message_id, users in shed.messages.items():
+                self.reconciler.note_shed(message_id, users)
+            if shed.overflow:
                 self.reconciler.mark_all()
             return
         dropped = self.gateway.event_stats().dropped
@@ -241,7 +241,7 @@ class Engine:
         left: set[int] = self.votes.pending_messages()
         if isinstance(self.gateway, ShedReporter):
             left |= self.gateway.pending_messages()
-            left |= set(self.gateway.take_shed_messages()[0])
+            left |= set(self.gateway.take_shed().messages)
         self.still_to_repair = tuple(sorted(left))
         if left:
             logger.warning(
