@@ -130,11 +130,6 @@ def list_page(db: Database, *, server_id: str | None, status: str | None, search
     page = max(1, page)
     offset = (page - 1) * PAGE_SIZE
     ids = select(Poll.id).where(*conditions).order_by(Poll.id.desc())
-    if status not in STATUSES:
-        # MariaDB/MySQL would range over (server_id, status, id) and sort what it finds; newest first
-        # across every status is a walk down the primary key that stops at the page (or the cap)
-        for dialect in ("mysql", "mariadb"):
-            ids = ids.with_hint(Poll, "USE INDEX (PRIMARY)", dialect)
     exact, more = True, False
     with db.session_scope() as session:
         if not term:
