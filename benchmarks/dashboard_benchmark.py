@@ -5,11 +5,12 @@
 
 A signed-in member (against the loopback Discord of the tests) asks for the list page of a server
 holding ``--polls`` polls (a quarter each scheduled and closed, half active, plus 1 000 in another
-server): the first page, a deep page, a search, each ``--requests`` times, in process (httpx over
-ASGI, so the figure includes the client's small overhead and no network). Anchors measured in the same
-run and process:
+server): the first page, a deep page, every status, a search and a search matching nothing, each
+``--requests`` times, in process (httpx over ASGI, so the figure includes the client's small overhead
+and no network). Anchors measured in the same run and process:
 
-* ``bare query``: the page's two queries (count and one page of columns) without rendering;
+* ``bare query``: ``polly.web.store.list_page`` for the first active page (its database work
+  alone: no HTTP, no sign-in check, no rendering);
 * ``naive load-all``: ``polly.polls.reports.list_polls`` for the server with ``limit=10000`` (every
   row and its vote counts loaded, as a page without paging would).
 
