@@ -31,6 +31,7 @@ from polly.engine.reaction_queue import QueuedReactionEvents as QueuedReactionEv
 from polly.engine.reaction_queue import ReactionEvent as ReactionEvent  # noqa: PLC0414
 from polly.engine.reaction_queue import ReactionEventQueue as ReactionEventQueue  # noqa: PLC0414
 from polly.engine.reaction_queue import ReactionQueueStats as ReactionQueueStats  # noqa: PLC0414
+from polly.engine.reaction_queue import ShedActs as ShedActs  # noqa: PLC0414
 from polly.engine.reaction_queue import ShedRecord as ShedRecord  # noqa: PLC0414
 from polly.engine.reaction_queue import ShedReporter as ShedReporter  # noqa: PLC0414
 from polly.engine.reaction_queue import ShedReportingEvents as ShedReportingEvents  # noqa: PLC0414

@@ -55,16 +55,38 @@ class ReactionQueueStats:
 
 
 @dataclass(frozen=True, slots=True)
+class ShedActs:
+    """One user's shed events on one message: when the latest was taken in, and the latest *add*
+    (its emoji, when) if one was shed. The latest add is the user's single-choice vote when it is
+    newer than the recorded one: a later add would have been applied (then the vote is newer) or
+    shed (then it would be the latest)."""
+
+    at: dt.datetime
+    last_add: str | None = None
+    last_add_at: dt.datetime | None = None
+
+    def merged(self, other: ShedActs | None) -> ShedActs:
+        """What both records say (either may be the older)."""
+        if other is None:
+            return self
+        newer_add = self if (self.last_add_at or _NEVER) >= (other.last_add_at or _NEVER) else other
+        return ShedActs(max(self.at, other.at), newer_add.last_add, newer_add.last_add_at)
+
+
+_NEVER = dt.datetime.min  # noqa: DTZ901 - naive UTC, as every time the queue stamps
+
+
+@dataclass(frozen=True, slots=True)
 class ShedRecord:
-    """What a full queue shed: per message (at most ``max_shed_messages``), when each user's latest
-    shed event was taken in, or ``None`` when that is no longer known (past ``max_shed_users``);
+    """What a full queue shed: per message (at most ``max_shed_messages``), each user's
+    :class:`ShedActs`, or ``None`` when whose is no longer known (past ``max_shed_users``);
     ``overflow`` when more messages lost events than that (then every active poll needs repair).
 
     Per user, so a repair can tell a reaction older than a user's recorded vote (a leftover) from a
     change of mind it missed: only an event shed after the vote can be one.
     """
 
-    messages: dict[int, dict[int, dt.datetime] | None]
+    messages: dict[int, dict[int, ShedActs] | None]
     overflow: bool = False
 
 
@@ -82,8 +104,8 @@ class ReactionEventQueue:
     max_shed_messages: int = 10_000
     #: users remembered per shed message, over all messages (past it a message's users are unknown)
     max_shed_users: int = 50_000
-    # message -> user -> when that user's latest shed event was taken in (None: users unknown)
-    _shed: dict[int, dict[int, dt.datetime] | None] = field(default_factory=dict, init=False, repr=False)
+    # message -> user -> that user's shed events (None: whose is no longer known)
+    _shed: dict[int, dict[int, ShedActs] | None] = field(default_factory=dict, init=False, repr=False)
     _shed_users: int = field(default=0, init=False)
     _shed_overflow: bool = field(default=False, init=False)
 
@@ -129,8 +151,10 @@ class ReactionEventQueue:
                 self._shed_users -= len(users)
                 return
             self._shed_users += 1
-        assert event.received_at is not None  # stamped by offer()
-        users[event.user_id] = max(event.received_at, users.get(event.user_id, event.received_at))
+        at = event.received_at
+        assert at is not None  # stamped by offer()
+        acts = ShedActs(at, event.emoji, at) if event.kind == "add" and not event.is_bot else ShedActs(at)
+        users[event.user_id] = acts.merged(users.get(event.user_id))
 
     def take_shed(self) -> ShedRecord:
         """What was shed since the last call, then forget it."""

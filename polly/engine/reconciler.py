@@ -39,7 +39,7 @@ from sqlalchemy import select
 from polly.clock import Backoff
 from polly.db.models import Vote
 from polly.db.poll_rows import PollView
-from polly.engine.gateway import MAX_REACTION_USERS_PAGE, Gateway
+from polly.engine.gateway import MAX_REACTION_USERS_PAGE, Gateway, ShedActs
 from polly.engine.repair import repair_events
 from polly.engine.store import PollStore
 from polly.engine.votes import VoteProcessor
@@ -89,6 +89,23 @@ class ReconcileReport:
     orphaned: int = 0
     transient_failures: int = 0
     rate_limited: bool = False
+
+
+class _LostActs(TTLCache[int, dict[int, ShedActs]]):
+    """Per message, its users' shed events, ``maxsize`` users in all, for an hour; a message pushed
+    out for room is handed to ``on_evict`` (which counts it as lost for everyone)."""
+
+    def __init__(
+        self, maxsize: int, timer: Callable[[], float],
+        on_evict: Callable[[int, Mapping[int, ShedActs]], None],
+    ) -> None:  # fmt: skip
+        super().__init__(maxsize=maxsize, ttl=3600.0, timer=timer, getsizeof=len)
+        self._on_evict = on_evict
+
+    def popitem(self) -> tuple[int, dict[int, ShedActs]]:
+        key, value = super().popitem()
+        self._on_evict(key, value)
+        return key, value
 
 
 class Reconciler:
@@ -147,10 +164,9 @@ class Reconciler:
         self._created = clock()
         self._covered_since: datetime | None = None
         self._lost_at: TTLCache[int, datetime] = TTLCache(maxsize=max_marked, ttl=3600.0, timer=monotonic)
-        # (message, user) -> when that user's latest shed event was taken in, where the queue knew
-        self._lost_acts: TTLCache[tuple[int, int], datetime] = TTLCache(
-            maxsize=self.MAX_LOST_ACTS, ttl=3600.0, timer=monotonic
-        )
+        # message -> user -> that user's shed events, where the queue knew whose (MAX_LOST_ACTS
+        # users in all; a message pushed out counts as lost for everyone from its latest shed on)
+        self._lost_acts = _LostActs(self.MAX_LOST_ACTS, monotonic, self._lost_for_everyone)
         self._deferred = False
         self.passes = 0
         self.totals = ReconcileReport()
@@ -163,7 +179,7 @@ class Reconciler:
             self._lost_at[message_id] = self._clock()
         self._mark(message_id)
 
-    def note_shed(self, message_id: int, users: Mapping[int, datetime] | None) -> None:
+    def note_shed(self, message_id: int, users: Mapping[int, ShedActs] | None) -> None:
         """Mark ``message_id``'s poll for a prompt repair because the queue shed some of its events:
         those of ``users`` (each taken in at the time given), or of anyone (``None``: then as
         :meth:`mark_message`). Knowing whose, a reaction older than a user's recorded vote stays a
@@ -171,16 +187,35 @@ class Reconciler:
         if users is None:
             self.mark_message(message_id)
             return
-        acts = self._lost_acts
-        acts.expire()
-        for user_id, at in users.items():
-            key = (message_id, user_id)
-            if key not in acts and len(acts) >= acts.maxsize:
-                # no room to say whose: the whole message counts as lost from then on
-                self._lost_at[message_id] = max(at, self._lost_at.get(message_id, at))
-                continue
-            acts[key] = max(at, acts.get(key, at))
+        known = self._lost_acts.get(message_id, {})
+        merged = {u: a.merged(known.get(u)) for u, a in users.items()}
+        merged = {**known, **merged}
+        if len(merged) > self._lost_acts.maxsize:
+            self._lost_for_everyone(message_id, merged)
+        else:
+            self._lost_acts[message_id] = merged  # a new dict: the cache counts its users
         self._mark(message_id)
+
+    def _lost_for_everyone(self, message_id: int, users: Mapping[int, ShedActs]) -> None:
+        """No room to say whose events ``message_id`` lost: from its latest shed on, anyone's."""
+        at = max(a.at for a in users.values())
+        self._lost_at[message_id] = max(at, self._lost_at.get(message_id, at))
+        self._lost_acts.pop(message_id, None)
+
+    def newest_shed_adds(
+        self, message_id: int, voted_at: Mapping[int, datetime]
+    ) -> dict[int, tuple[str, datetime]]:
+        """Per user, the latest add this replica shed on ``message_id`` when it is newer than the
+        user's recorded vote (``voted_at``; none recorded counts as older): on a single-choice poll
+        that add is the user's vote, seen or not on the message."""
+        newest = {}
+        for user_id, acts in self._lost_acts.get(message_id, {}).items():
+            if acts.last_add is None or acts.last_add_at is None:
+                continue
+            when = voted_at.get(user_id)
+            if when is None or acts.last_add_at > when:
+                newest[user_id] = (acts.last_add, acts.last_add_at)
+        return newest
 
     def _mark(self, message_id: int) -> None:
         if message_id not in self._marked and len(self._marked) >= self._max_marked:
@@ -205,8 +240,8 @@ class Reconciler:
         lost = self._lost_at.get(message_id)
         if lost is not None and since <= lost:
             return True
-        at = self._lost_acts.get((message_id, user_id))
-        return at is not None and since <= at
+        acts = self._lost_acts.get(message_id, {}).get(user_id)  # on a single-choice poll only an add counts
+        return acts is not None and acts.last_add_at is not None and since <= acts.last_add_at
 
     @property
     def marked(self) -> int:
@@ -329,15 +364,27 @@ class Reconciler:
                 and not self.may_have_missed(message_id, when, user_id)
             )  # fmt: skip
 
+        shed_adds: dict[int, tuple[int, datetime]] = {}
+        if not poll.multiple_choice:
+            for user_id, (emoji, at) in self.newest_shed_adds(poll.message_id, voted_at).items():
+                option = poll.option_for(emoji)
+                if option is not None:
+                    shed_adds[user_id] = (option, at)
         events, leftovers = repair_events(
             poll, held, recorded, complete=complete, is_leftover=is_leftover, read_at=read_at,
-            confirmed=self._confirmed,
+            confirmed=self._confirmed, shed_adds=shed_adds,
         )  # fmt: skip
         for user, emoji in leftovers:
             await remover.remove_now((poll.channel_id, poll.message_id, emoji, user))
-        if not events:
-            return
-        for outcome in await self._votes.apply_events(events, observed_at=observed_at, inline=True):
+        # A shed add is an event as Discord sent it, ordered against the votes by when it was taken
+        # in; it is not a view of the message that a later event makes stale (a reaction taken back
+        # afterwards does not change a single-choice vote).
+        replays = [e for e in events if e.user_id in shed_adds]
+        read = [e for e in events if e.user_id not in shed_adds]
+        outcomes = await self._votes.apply_events(replays, inline=True) if replays else []
+        if read:
+            outcomes += await self._votes.apply_events(read, observed_at=observed_at, inline=True)
+        for outcome in outcomes:
             if outcome is not None and outcome.changed:
                 if outcome.action == "removed":
                     report.votes_removed += 1

@@ -21,7 +21,9 @@ multiple choice, anonymous      an addition not yet recorded     that option is 
 =============================== ================================ ====================================
 
 A single-choice user showing several unrecorded reactions gets the last of them in the poll's
-option order (Discord does not say which came last); all are removed. A change of mind over a
+option order (Discord does not say which came last); all are removed. Where this replica shed the
+user's latest add, newer than the recorded vote, it knows which came last: that add is applied as
+it was taken in, and the visible reactions (all older) are removed. A change of mind over a
 recorded vote is applied only once the same reaction has been seen, with the same recorded vote,
 on reads ``confirm_seconds`` apart (10 s): a reaction whose removal another replica is still
 retrying is gone by then. The reconciler passes that rule only where this replica may have missed
@@ -54,6 +56,7 @@ def repair_events(
     is_leftover: Callable[[int, int, str], bool],
     read_at: datetime | None = None,
     confirmed: Callable[[int, int, str, frozenset[int]], bool] = lambda _m, _u, _e, _h: True,
+    shed_adds: Mapping[int, tuple[int, datetime]] | None = None,
 ) -> tuple[list[ReactionEvent], list[tuple[int, str]]]:
     """The events that make ``recorded`` match ``held``, and the (user, emoji) leftovers to remove.
 
@@ -62,20 +65,30 @@ def repair_events(
     the read is newer than the repair's vote. ``confirmed(message, user, emoji, votes)`` says
     whether a single-choice change of mind (a visible reaction for another option than the recorded
     vote) has been seen long enough to be one; an unconfirmed one is left for a later read.
+    ``shed_adds`` (user → option, when taken in): on a single-choice poll, the latest add this
+    replica shed for a user, newer than the recorded vote: that event is applied as it was (the
+    user's vote whatever the message shows now) and every visible reaction of the user is older, a
+    leftover.
     """
     assert poll.message_id is not None
     events: list[ReactionEvent] = []
     leftovers: list[tuple[int, str]] = []
 
-    def event(kind: str, user: int, option: int) -> ReactionEvent:
+    def event(kind: str, user: int, option: int, at: datetime | None = read_at) -> ReactionEvent:
         return ReactionEvent(
             "add" if kind == "add" else "remove", poll.server_id, poll.channel_id, poll.message_id or 0,
-            user, poll.emojis[option], is_bot=False, received_at=read_at,
+            user, poll.emojis[option], is_bot=False, received_at=at,
         )  # fmt: skip
 
     keeps = not poll.removes_reactions
-    for user in sorted(set(held) | (set(recorded) if keeps and complete else set())):
+    shed = shed_adds if shed_adds is not None and not poll.multiple_choice else {}
+    for user in sorted(set(held) | set(shed) | (set(recorded) if keeps and complete else set())):
         have, shows = recorded.get(user, set()), held.get(user, set())
+        if user in shed:
+            option, at = shed[user]
+            leftovers.extend((user, poll.emojis[o]) for o in sorted(shows))
+            events.append(event("add", user, option, at))
+            continue
         if keeps:
             if complete:
                 events.extend(event("remove", user, o) for o in sorted(have - shows))

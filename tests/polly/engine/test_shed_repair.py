@@ -9,7 +9,7 @@ import datetime as dt
 
 import pytest
 
-from polly.engine.reaction_queue import ReactionEvent, ReactionEventQueue
+from polly.engine.reaction_queue import ReactionEvent, ReactionEventQueue, ShedActs
 from polly.engine.reconciler import Reconciler
 from polly.engine.service import Engine
 from tests.polly.engine.harness import CHANNEL, GUILD, USER, Harness, harness
@@ -33,8 +33,14 @@ def test_a_full_queue_records_whose_events_it_shed_and_when() -> None:
     queue.offer(_event(2, USER))
     queue.offer(_event(2, OTHER))
     queue.offer(dataclasses.replace(_event(3, OTHER), received_at=T0))  # stamped upstream: kept
+    queue.offer(dataclasses.replace(_event(2, USER, "🇧"), received_at=T0))  # an older add
+    queue.offer(dataclasses.replace(_event(2, OTHER, "🇧"), kind="remove"))
+    later = now[0]
     shed = queue.take_shed()
-    assert shed.messages == {2: {USER: now[0], OTHER: now[0]}, 3: {OTHER: T0}}
+    assert shed.messages == {
+        2: {USER: ShedActs(later, "🇦", later), OTHER: ShedActs(later, "🇦", later)},
+        3: {OTHER: ShedActs(T0, "🇦", T0)},
+    }
     assert not shed.overflow
     assert queue.take_shed().messages == {}
 
@@ -47,10 +53,11 @@ def test_past_its_user_cap_a_message_counts_as_lost_for_everyone_and_past_its_me
     queue.offer(_event(3, USER))  # a third user: whose events message 3 lost is no longer known
     queue.offer(_event(4, USER))  # a third message: more than the record holds
     shed = queue.take_shed()
-    assert shed.messages == {2: {USER: T0, OTHER: T0}, 3: None}
+    acts = ShedActs(T0, "🇦", T0)
+    assert shed.messages == {2: {USER: acts, OTHER: acts}, 3: None}
     assert shed.overflow
     queue.offer(_event(3, USER))  # a fresh record after take_shed()
-    assert queue.take_shed().messages == {3: {USER: T0}}
+    assert queue.take_shed().messages == {3: {USER: acts}}
 
 
 async def _vote_then_others_shed(h: Harness, engine: Engine, message: int) -> None:
@@ -67,14 +74,15 @@ async def _vote_then_others_shed(h: Harness, engine: Engine, message: int) -> No
 
 
 async def _shed(h: Harness, engine: Engine, message: int) -> None:
-    """What the engine's shed handling does with a full queue's record: the events waiting are
-    lost, and the reconciler learns whose they were and when they were taken in."""
-    lost: dict[int, dt.datetime] = {}
+    """The events waiting are lost to a full queue, and the engine's shed handling hands the
+    queue's record (whose events, when, the latest add) to the reconciler."""
+    full = ReactionEventQueue(1)
+    full.offer(_event(0, 0))
     while h.sandbox.event_stats().depth:
-        event = await h.sandbox.next_reaction_event()
-        assert event.received_at is not None
-        lost[event.user_id] = event.received_at
-    engine.reconciler.note_shed(message, lost)
+        assert not full.offer(await h.sandbox.next_reaction_event())
+    record = full.take_shed()
+    assert list(record.messages) == [message]
+    engine.reconciler.note_shed(message, record.messages[message])
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgres"])
@@ -112,12 +120,55 @@ async def test_the_users_own_event_shed_after_the_vote_is_a_change_of_mind(sqlit
         h.clock.advance(seconds=1)
         h.sandbox.user_add_reaction(message, USER, "🇧")
         await _shed(h, engine, message)
-        await engine.reconciler.repair_marked()
-        assert await h.votes(poll_id) == {USER: {0}}  # a change over a recorded vote: a second look
-        h.clock.advance(seconds=11)
-        await engine.reconciler.repair_marked()
+        await engine.reconciler.repair_marked()  # the shed add itself: no second look needed
         assert await h.votes(poll_id) == {USER: {1}}
         assert not h.sandbox.has_reaction(message, USER, "🇧")
+        assert engine.reconciler.marked == 0
+
+
+async def test_the_latest_shed_add_wins_over_the_option_order_and_over_a_reaction_taken_back(
+    sqlite_url: str,
+) -> None:
+    """Discord does not say which of a user's reactions came last; the shed record does."""
+    async with harness(sqlite_url) as h:
+        engine = h.engine()
+        poll_id = await h.add_poll()
+        await engine.scheduler.tick()
+        message = await h.message_of(poll_id)
+        engine.reconciler.mark_all()
+        await engine.reconciler.repair_marked()
+        h.clock.advance(seconds=1)
+        h.sandbox.user_add_reaction(message, USER, "🇨")
+        h.clock.advance(seconds=1)
+        h.sandbox.user_add_reaction(message, USER, "🇦")  # the latest: 🇨 comes later in option order
+        h.sandbox.user_add_reaction(message, OTHER, "🇧")
+        h.clock.advance(seconds=1)
+        h.sandbox.user_add_reaction(message, OTHER, "🇨")
+        h.sandbox.user_remove_reaction(message, OTHER, "🇨")  # taken back: still OTHER's last choice
+        await _shed(h, engine, message)
+        await engine.reconciler.repair_marked()
+        assert await h.votes(poll_id) == {USER: {0}, OTHER: {2}}
+        for user, emoji in ((USER, "🇦"), (USER, "🇨"), (OTHER, "🇧")):
+            assert not h.sandbox.has_reaction(message, user, emoji)
+        assert engine.reconciler.marked == 0
+
+
+async def test_a_message_pushed_out_of_the_shed_record_counts_as_lost_for_everyone(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Reconciler, "MAX_LOST_ACTS", 2)
+    async with harness(sqlite_url) as h:
+        engine = h.engine()
+        engine.reconciler.mark_all()
+        h.clock.advance(seconds=1)
+        at = h.clock.now
+        acts = ShedActs(at, "🇦", at)
+        engine.reconciler.note_shed(1, {USER: acts})
+        assert engine.reconciler.may_have_missed(1, at, USER)
+        assert not engine.reconciler.may_have_missed(1, at, OTHER)  # only USER's events were lost
+        engine.reconciler.note_shed(2, {USER: acts, OTHER: acts})  # no room for message 1's users
+        assert engine.reconciler.may_have_missed(1, at, OTHER)
+        assert not engine.reconciler.may_have_missed(1, at + dt.timedelta(seconds=1), OTHER)
 
 
 async def test_with_no_room_to_say_whose_the_message_counts_as_lost_for_everyone(
@@ -137,10 +188,33 @@ async def test_with_no_room_to_say_whose_the_message_counts_as_lost_for_everyone
         h.sandbox.user_add_reaction(message, USER, "🇦")
         await h.drain(engine)
         h.clock.advance(seconds=1)
-        engine.reconciler.note_shed(message, {OTHER + 1: h.clock.now})  # fills the record
+        filler = ShedActs(h.clock.now, "🇨", h.clock.now)
+        engine.reconciler.note_shed(message, {OTHER + 1: filler})  # fills the record
         h.sandbox.user_add_reaction(message, USER, "🇧")
         await _shed(h, engine, message)  # USER's own act: no room, so the message as a whole
         for _ in range(2):
             await engine.reconciler.repair_marked()
             h.clock.advance(seconds=11)
+        assert await h.votes(poll_id) == {USER: {1}}
+
+
+async def test_a_shed_add_is_applied_though_the_reaction_was_taken_back_after_it(sqlite_url: str) -> None:
+    """The take-back arrives as an event (applied: it changes no single-choice vote) no earlier
+    than the repair's read; the shed add is still the user's last choice."""
+    async with harness(sqlite_url) as h:
+        engine = h.engine()
+        poll_id = await h.add_poll()
+        await engine.scheduler.tick()
+        message = await h.message_of(poll_id)
+        engine.reconciler.mark_all()
+        await engine.reconciler.repair_marked()
+        h.clock.advance(seconds=1)
+        h.sandbox.user_add_reaction(message, USER, "🇦")
+        await h.drain(engine)
+        h.clock.advance(seconds=1)
+        h.sandbox.user_add_reaction(message, USER, "🇧")
+        await _shed(h, engine, message)
+        h.sandbox.user_remove_reaction(message, USER, "🇧")
+        await h.drain(engine)  # seen at the same instant as the read that follows
+        await engine.reconciler.repair_marked()
         assert await h.votes(poll_id) == {USER: {1}}
