@@ -38,7 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from polly.clock import Backoff
 from polly.engine.embed_updater import EmbedUpdater
 from polly.engine.gateway import Gateway, ReactionEvent
-from polly.engine.heap import freeze_startup_heap, thaw
+from polly.engine.heap import freeze_startup_heap, refreeze, thaw
 from polly.engine.reactions import ReactionRemover
 from polly.engine.store import PollStore, VoteCommand, VoteOutcome
 from polly.errors import GatewayError
@@ -46,6 +46,8 @@ from polly.errors import GatewayError
 __all__ = ["DmLimiter", "EmbedUpdater", "VoteProcessor", "VoteStats"]
 
 logger = logging.getLogger(__name__)
+#: events dispatched after which the heap, warmed up by then, is frozen again (see heap.refreeze)
+REFREEZE_AFTER_EVENTS = (2_000, 20_000)
 #: waits between tries of a batch the database refused: 0.1 s doubling, at most 5 s
 VOTE_RETRY_BACKOFF = Backoff(0.1, 2.0, cap=5.0)
 
@@ -311,14 +313,22 @@ class VoteProcessor:
         When a worker's queue is full the dispatcher waits: the gateway's own bounded queue then
         sheds, and the shed messages are marked for repair. While it runs, the start-up heap is
         frozen (:mod:`polly.engine.heap`): full collections then pause the loop for milliseconds,
-        not for the hundreds they take walking every module and mapper.
+        not for the hundreds they take walking every module and mapper; what the first events
+        build and keep (compiled statements, caches) is frozen after ``REFREEZE_AFTER_EVENTS``.
         """
         queues = self._queues
         spread = 1 if self._write_turn is not None else len(queues)
+        refreeze_at = list(REFREEZE_AFTER_EVENTS)
+        dispatched = 0
         freeze_startup_heap()
         try:
             while True:
                 event = await self._gateway.next_reaction_event()
+                if refreeze_at:
+                    dispatched += 1
+                    if dispatched >= refreeze_at[0]:
+                        refreeze_at.pop(0)
+                        refreeze()
                 if event.received_at is None:
                     event = dataclasses.replace(event, received_at=self._clock())
                 await queues[event.message_id % spread].put(event)
