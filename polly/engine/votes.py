@@ -12,8 +12,9 @@ closed poll is ignored with a debug line.
 Each worker takes what is waiting in its queue, up to ``batch_size`` events, waiting at most
 ``flush_seconds`` for more when fewer are there: under load batches fill by themselves while the
 previous one commits, and a lone event is applied after ``flush_seconds`` at most. With
-``serial_writes`` (SQLite, whose database has one write lock) the workers' transactions take turns
-in the process; the rest of their work (reading the queues, reaction removals, DMs) overlaps.
+``serial_writes`` (SQLite, whose database has one write lock) every event goes to the first worker,
+and vote transactions (its own, a repair's) take turns in the process; a worker waiting for its
+turn adds what arrives meanwhile to its batch.
 
 :class:`~polly.engine.embed_updater.EmbedUpdater` (importable from here) edits each poll's message
 at most once per interval. :class:`DmLimiter` bounds the optional DMs to ``max_per_minute``.
