@@ -12,6 +12,12 @@ which collections skip; later collections walk only what was allocated since. :f
 it. The freeze is shared by everything in the process that holds it: the first holder freezes, the
 last one to let go unfreezes, so a process that stops its engine (a test, an in-process restart)
 gets every frozen object back into normal collection and nothing stays frozen for good.
+
+What the running process builds once and keeps (compiled statements, caches filled by the first
+batches) is allocated after that freeze; :func:`refreeze`, called by the vote path a bounded number
+of times once it has warmed up, collects and freezes again, so full collections keep walking only
+what is young. Refcounting still frees frozen objects; only cyclic garbage frozen this way waits
+for the thaw.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import gc
 import threading
 
-__all__ = ["freeze_startup_heap", "frozen_holders", "thaw"]
+__all__ = ["freeze_startup_heap", "frozen_holders", "refreeze", "thaw"]
 
 _lock = threading.Lock()
 _holders = 0
@@ -33,6 +39,16 @@ def freeze_startup_heap() -> None:
         if _holders == 1:
             gc.collect()
             gc.freeze()
+
+
+def refreeze() -> bool:
+    """While the freeze is held: one full collection, then freeze what survived. ``True`` if done."""
+    with _lock:
+        if _holders == 0:
+            return False
+        gc.collect()
+        gc.freeze()
+        return True
 
 
 def thaw() -> None:

@@ -132,6 +132,7 @@ class Engine:
             batch_size=cfg.vote_batch_size,
             flush_seconds=cfg.vote_flush_seconds,
             on_lost=self._mark_for_repair,
+            serial_writes=database.backend == "sqlite",
             clock=clock,
             confirmation_dms=cfg.confirmation_dms,
             dm_limiter=DmLimiter(cfg.dm_max_per_minute),

@@ -2,11 +2,13 @@
 
 :func:`apply_batch` is the engine's only vote write path. For a batch of :class:`VoteCommand`
 values it makes one read of the affected polls (locked with ``SELECT … FOR UPDATE`` on PostgreSQL
-and MariaDB, in poll id order so two replicas lock in the same order; SQLite serialises writers),
-one read of the affected (poll, user) pairs' votes, then replays the commands *in order* on that
-state in memory with the vote rules below, and writes the difference with one bulk ``DELETE`` and
-one bulk ``INSERT``. Applying a batch gives exactly the database state that applying its commands
-one at a time would give (a property test checks this on every dialect).
+and MariaDB, in poll id order so two replicas lock in the same order; on SQLite the transaction
+starts with ``BEGIN IMMEDIATE``, taking the database's one write lock before it reads), one read
+of the affected (poll, user) pairs' votes (through the votes index on every dialect), then replays
+the commands *in order* on that state in memory with the vote rules below, and writes the
+difference with one bulk ``DELETE`` and one bulk ``INSERT``. Applying a batch gives exactly the
+database state that applying its commands one at a time would give (a property test checks this
+on every dialect).
 
 The rules, per command (the same as for one event):
 
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, cast
 
-from sqlalchemy import Table, delete, insert, select, tuple_
+from sqlalchemy import ColumnElement, Table, and_, delete, insert, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from polly.db.models import Poll, Vote
@@ -112,13 +114,14 @@ async def _polls(conn: AsyncConnection, message_ids: Sequence[str]) -> dict[str,
 async def _votes(
     conn: AsyncConnection, pairs: Sequence[tuple[int, str]]
 ) -> dict[tuple[int, str], _UserVotes]:
-    """The votes of exactly these (poll, user) pairs (a row-value ``IN``, served by the votes index)."""
+    """The votes of exactly these (poll, user) pairs, read through the votes index."""
     state: dict[tuple[int, str], _UserVotes] = {}
     c = _VOTES.c
+    per_poll = conn.dialect.name == "sqlite"
     for start in range(0, len(pairs), _IN_CHUNK // 2):
         chunk = pairs[start : start + _IN_CHUNK // 2]
         stmt = select(c.id, c.poll_id, c.user_id, c.option_index, c.voted_at).where(
-            tuple_(c.poll_id, c.user_id).in_(chunk)
+            _pairs_in(chunk, per_poll=per_poll)
         )
         for vote_id, poll_id, user_id, option, voted_at in await conn.execute(stmt):
             votes = state.setdefault((int(poll_id), str(user_id)), _UserVotes())
@@ -126,6 +129,25 @@ async def _votes(
             if isinstance(voted_at, datetime):
                 votes.voted_at[int(option)] = max(voted_at, votes.voted_at.get(int(option), voted_at))
     return state
+
+
+def _pairs_in(pairs: Sequence[tuple[int, str]], *, per_poll: bool) -> ColumnElement[bool]:
+    """``(poll_id, user_id) IN (…)``, or on SQLite ``(poll_id = ? AND user_id IN (…)) OR …``: SQLite
+    answers a row-value ``IN`` by scanning the whole votes table, each per-poll term with an index
+    search (PostgreSQL and MariaDB use the index for the row-value form).
+
+    The terms are padded to a power of two (the last one repeated) so that batches share a few
+    compiled statements instead of caching one per number of polls.
+    """
+    c = _VOTES.c
+    if not per_poll:
+        return tuple_(c.poll_id, c.user_id).in_(pairs)
+    users: dict[int, list[str]] = {}
+    for poll_id, user_id in pairs:
+        users.setdefault(poll_id, []).append(user_id)
+    terms = [and_(c.poll_id == poll_id, c.user_id.in_(ids)) for poll_id, ids in users.items()]
+    terms += terms[-1:] * ((1 << (len(terms) - 1).bit_length()) - len(terms))
+    return or_(*terms)
 
 
 def _stale(votes: _UserVotes, command: VoteCommand, options: object) -> bool:
@@ -181,6 +203,8 @@ async def apply_batch(
     if not commands:
         return []
     conn = await session.connection()
+    if conn.dialect.name == "sqlite":
+        await _begin_immediate(conn)
     polls = await _polls(conn, sorted({str(c.message_id) for c in commands}))
     live = {k: p for k, p in polls.items() if isinstance(p, PollView)}
     state = await _votes(
@@ -209,6 +233,15 @@ async def apply_batch(
         outcomes.append(VoteOutcome(_apply(poll, votes, command, option, now), poll, option))
     await _write(conn, before, state, now)
     return outcomes
+
+
+async def _begin_immediate(conn: AsyncConnection) -> None:
+    """Take SQLite's write lock now (waiting up to ``busy_timeout``), so the batch's reads and its
+    writes are one serialised transaction; the driver would otherwise begin only at the first
+    ``DELETE``/``INSERT``, after the reads, and the reads would see no lock at all."""
+    raw = (await conn.get_raw_connection()).driver_connection
+    if raw is not None and not getattr(raw, "in_transaction", True):
+        await raw.execute("BEGIN IMMEDIATE")
 
 
 async def _write(

@@ -11,7 +11,10 @@ closed poll is ignored with a debug line.
 
 Each worker takes what is waiting in its queue, up to ``batch_size`` events, waiting at most
 ``flush_seconds`` for more when fewer are there: under load batches fill by themselves while the
-previous one commits, and a lone event is applied after ``flush_seconds`` at most.
+previous one commits, and a lone event is applied after ``flush_seconds`` at most. With
+``serial_writes`` (SQLite, whose database has one write lock) every event goes to the first worker,
+and vote transactions (its own, a repair's) take turns in the process; a worker waiting for its
+turn adds what arrives meanwhile to its batch.
 
 :class:`~polly.engine.embed_updater.EmbedUpdater` (importable from here) edits each poll's message
 at most once per interval. :class:`DmLimiter` bounds the optional DMs to ``max_per_minute``.
@@ -20,7 +23,9 @@ at most once per interval. :class:`DmLimiter` bounds the optional DMs to ``max_p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections import deque
@@ -34,7 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from polly.clock import Backoff
 from polly.engine.embed_updater import EmbedUpdater
 from polly.engine.gateway import Gateway, ReactionEvent
-from polly.engine.heap import freeze_startup_heap, thaw
+from polly.engine.heap import freeze_startup_heap, refreeze, thaw
 from polly.engine.reactions import ReactionRemover
 from polly.engine.store import PollStore, VoteCommand, VoteOutcome
 from polly.errors import GatewayError
@@ -42,6 +47,8 @@ from polly.errors import GatewayError
 __all__ = ["DmLimiter", "EmbedUpdater", "VoteProcessor", "VoteStats"]
 
 logger = logging.getLogger(__name__)
+#: events dispatched after which the heap, warmed up by then, is frozen again (see heap.refreeze)
+REFREEZE_AFTER_EVENTS = (2_000, 20_000)
 #: waits between tries of a batch the database refused: 0.1 s doubling, at most 5 s
 VOTE_RETRY_BACKOFF = Backoff(0.1, 2.0, cap=5.0)
 
@@ -87,6 +94,29 @@ class DmLimiter:
         return True
 
 
+class _Stamps:
+    """Key → the latest monotonic stamp, for ``ttl`` seconds, at most ``maxsize`` keys (the oldest
+    stamps go first). A plain dict of tuples of numbers and strings: its entries are no objects for
+    the garbage collector to walk (a cache of linked entries would add two per key, walked by every
+    full collection while the vote path runs)."""
+
+    def __init__(self, maxsize: int, ttl: float) -> None:
+        self._stamps: dict[tuple[int, int, str], float] = {}
+        self._maxsize, self._ttl = maxsize, ttl
+
+    def put(self, key: tuple[int, int, str], stamp: float) -> None:
+        self._stamps.pop(key, None)  # re-inserted last: the dict stays ordered by stamp
+        self._stamps[key] = stamp
+        stamps = self._stamps
+        while stamps and (len(stamps) > self._maxsize or next(iter(stamps.values())) <= stamp - self._ttl):
+            del stamps[next(iter(stamps))]
+
+    def get(self, key: tuple[int, int, str], now: float) -> float:
+        """The key's stamp if younger than ``ttl`` at ``now``, else minus infinity."""
+        stamp = self._stamps.get(key)
+        return stamp if stamp is not None and stamp > now - self._ttl else float("-inf")
+
+
 class VoteProcessor:
     """Turns reaction events into votes, in batches."""
 
@@ -107,6 +137,7 @@ class VoteProcessor:
         batch_size: int = 500,
         flush_seconds: float = 0.01,
         on_lost: Callable[[int], None] | None = None,
+        serial_writes: bool = False,
     ) -> None:
         self._store = store
         self._gateway = gateway
@@ -121,16 +152,15 @@ class VoteProcessor:
         self.flush_seconds = flush_seconds
         self.stats = VoteStats()
         self._queues: list[asyncio.Queue[ReactionEvent]] = []
+        # SQLite has one write lock: vote transactions taking turns here (the one worker, repairs)
+        # hand it over at once, where a writer waiting in the driver polls with sleeps up to 100 ms.
+        self._write_turn: asyncio.Lock | None = asyncio.Lock() if serial_writes else None
         self._in_flight = 0
         self._monotonic = monotonic
         # When each (message, user, emoji) reaction was last seen removed, or added, by an event: a
         # repair that listed reactions before that moment must not undo what the event said.
-        self._removed_at: TTLCache[tuple[int, int, str], float] = TTLCache(
-            maxsize=max_recent_removals, ttl=recent_removal_seconds, timer=monotonic
-        )
-        self._added_at: TTLCache[tuple[int, int, str], float] = TTLCache(
-            maxsize=max_recent_removals, ttl=recent_removal_seconds, timer=monotonic
-        )
+        self._removed_at = _Stamps(max_recent_removals, recent_removal_seconds)
+        self._added_at = _Stamps(max_recent_removals, recent_removal_seconds)
         self._corrupt_reported: TTLCache[int, None] = TTLCache(maxsize=1000, ttl=3600.0, timer=monotonic)
 
     async def handle(
@@ -152,21 +182,46 @@ class VoteProcessor:
         """``True`` if an event after ``observed_at`` said the opposite of ``event`` (a repair's view)."""
         key = (event.message_id, event.user_id, event.emoji)
         seen = self._removed_at if event.kind == "add" else self._added_at
-        return seen.get(key, float("-inf")) >= observed_at
+        return seen.get(key, self._monotonic()) >= observed_at
 
     async def apply_events(
         self, events: Sequence[ReactionEvent], *, reconcile: bool = False, observed_at: float | None = None,
-        inline: bool = False,
+        inline: bool = False, top_up: Callable[[], object] | None = None,
     ) -> list[VoteOutcome | None]:  # fmt: skip
         """Apply ``events`` in order in one transaction, then remove reactions and send DMs.
 
         ``inline`` tries reaction removals before returning (else they are queued for the remover).
-        Database errors propagate (see :meth:`apply_with_retry`).
+        ``top_up`` (a worker's) is called once the write turn is held, to append to ``events``
+        what arrived in its queue meanwhile. Database errors propagate (see :meth:`apply_with_retry`).
         """
+        async with self._write_turn or contextlib.nullcontext():
+            if top_up is not None:
+                top_up()
+            accepted, results = self._accept(events, observed_at)
+            if not accepted:
+                return results
+            commands = [
+                VoteCommand(
+                    e.message_id, e.user_id, e.emoji, e.kind, reconcile=reconcile and e.kind == "add",
+                    seen_at=e.received_at,
+                )
+                for _, e in accepted
+            ]  # fmt: skip
+            outcomes = await self._store.apply_votes(commands, now=self._clock())
+        for n, ((i, event), outcome) in enumerate(zip(accepted, outcomes, strict=True)):
+            results[i] = outcome
+            await self._after(event, outcome, inline=inline)
+            if n % 100 == 99:
+                await asyncio.sleep(0)  # a large batch must not hold the loop
+        return results
+
+    def _accept(
+        self, events: Sequence[ReactionEvent], observed_at: float | None
+    ) -> tuple[list[tuple[int, ReactionEvent]], list[VoteOutcome | None]]:
+        """The events to apply (not bots', not superseded repairs), with their indexes in ``events``."""
         bot = self._bot_id()
         now_mono = self._monotonic()
         accepted: list[tuple[int, ReactionEvent]] = []
-        results: list[VoteOutcome | None] = [None] * len(events)
         for i, event in enumerate(events):
             self.stats.events += 1
             if event.is_bot or event.user_id == bot:
@@ -176,24 +231,9 @@ class VoteProcessor:
                 continue
             key = (event.message_id, event.user_id, event.emoji)
             if observed_at is None:
-                (self._removed_at if event.kind == "remove" else self._added_at)[key] = now_mono
+                (self._removed_at if event.kind == "remove" else self._added_at).put(key, now_mono)
             accepted.append((i, event))
-        if not accepted:
-            return results
-        commands = [
-            VoteCommand(
-                e.message_id, e.user_id, e.emoji, e.kind, reconcile=reconcile and e.kind == "add",
-                seen_at=e.received_at,
-            )
-            for _, e in accepted
-        ]  # fmt: skip
-        outcomes = await self._store.apply_votes(commands, now=self._clock())
-        for n, ((i, event), outcome) in enumerate(zip(accepted, outcomes, strict=True)):
-            results[i] = outcome
-            await self._after(event, outcome, inline=inline)
-            if n % 100 == 99:
-                await asyncio.sleep(0)  # a large batch must not hold the loop
-        return results
+        return accepted, [None] * len(events)
 
     async def _after(self, event: ReactionEvent, outcome: VoteOutcome, *, inline: bool) -> None:
         self.stats.count(outcome.action)
@@ -255,7 +295,15 @@ class VoteProcessor:
         return {e.message_id for q in self._queues for e in list(q._queue)}  # type: ignore[attr-defined]  # noqa: SLF001 - read-only peek
 
     def partitions(self, workers: int, max_queued: int) -> list[asyncio.Queue[ReactionEvent]]:
-        """Create the per-worker queues (bounded by ``max_queued`` in all) before running the loops."""
+        """Create the per-worker queues (bounded by ``max_queued`` in all) before running the loops.
+
+        With ``serial_writes`` every event goes to the first queue: transactions cannot overlap
+        there, so one writer committing all that waited beats writers queueing for the lock.
+        """
+        if self._write_turn is not None:
+            self._queues = [asyncio.Queue(maxsize=max(1, max_queued))]
+            self._queues += [asyncio.Queue(maxsize=1) for _ in range(workers - 1)]
+            return self._queues
         per_worker = max(1, max_queued // workers)
         self._queues = [asyncio.Queue(maxsize=per_worker) for _ in range(workers)]
         return self._queues
@@ -266,16 +314,25 @@ class VoteProcessor:
         When a worker's queue is full the dispatcher waits: the gateway's own bounded queue then
         sheds, and the shed messages are marked for repair. While it runs, the start-up heap is
         frozen (:mod:`polly.engine.heap`): full collections then pause the loop for milliseconds,
-        not for the hundreds they take walking every module and mapper.
+        not for the hundreds they take walking every module and mapper; what the first events
+        build and keep (compiled statements, caches) is frozen after ``REFREEZE_AFTER_EVENTS``.
         """
         queues = self._queues
+        spread = 1 if self._write_turn is not None else len(queues)
+        refreeze_at = list(REFREEZE_AFTER_EVENTS)
+        dispatched = 0
         freeze_startup_heap()
         try:
             while True:
                 event = await self._gateway.next_reaction_event()
+                if refreeze_at:
+                    dispatched += 1
+                    if dispatched >= refreeze_at[0]:
+                        refreeze_at.pop(0)
+                        refreeze()
                 if event.received_at is None:
                     event = dataclasses.replace(event, received_at=self._clock())
-                await queues[event.message_id % len(queues)].put(event)
+                await queues[event.message_id % spread].put(event)
         finally:
             thaw()
 
@@ -295,17 +352,26 @@ class VoteProcessor:
                             break
                     batch.append(queue.get_nowait())
                     self._in_flight += 1
-                await self.apply_with_retry(batch)
+                top_up = functools.partial(self._top_up, queue, batch) if self._write_turn else None
+                await self.apply_with_retry(batch, top_up=top_up)
             finally:
                 self._in_flight -= len(batch)
+
+    def _top_up(self, queue: asyncio.Queue[ReactionEvent], batch: list[ReactionEvent]) -> None:
+        """Add to ``batch`` what ``queue`` holds now, up to ``batch_size``: while a worker waits for
+        its write turn, what arrives joins the transaction instead of waiting for the next one."""
+        while len(batch) < self.batch_size and not queue.empty():
+            batch.append(queue.get_nowait())
+            self._in_flight += 1
 
     async def handle_with_retry(self, event: ReactionEvent, attempts: int = 6) -> None:
         """:meth:`handle` with :meth:`apply_with_retry`'s database retries (kept for callers of one event)."""
         await self.apply_with_retry([event], attempts=attempts, inline=True)
 
     async def apply_with_retry(
-        self, events: Sequence[ReactionEvent], attempts: int = 6, *, inline: bool = False
-    ) -> None:
+        self, events: Sequence[ReactionEvent], attempts: int = 6, *, inline: bool = False,
+        top_up: Callable[[], object] | None = None,
+    ) -> None:  # fmt: skip
         """:meth:`apply_events`, retrying database failures with backoff (0.1 s doubling, ≤ 5 s).
 
         After ``attempts`` failures the batch is dropped with a warning and its messages are marked
@@ -313,7 +379,7 @@ class VoteProcessor:
         """
         for attempt in range(attempts):
             try:
-                await self.apply_events(events, inline=inline)
+                await self.apply_events(events, inline=inline, top_up=top_up)
             except SQLAlchemyError as err:
                 self.stats.db_retries += 1
                 if attempt == attempts - 1:
