@@ -171,7 +171,10 @@ class EngineSettings(_Section):
     orphan_after_seconds: float = Field(6 * 3600.0, ge=60)
     vote_queue_max: int = Field(10_000, ge=1)
     vote_workers: int = Field(
-        4, ge=1, le=64, description="concurrent vote writers; one message's events stay in order"
+        4,
+        ge=1,
+        le=64,
+        description="vote writers (on SQLite one writes at a time); one message's events stay in order",
     )
     vote_batch_size: int = Field(
         500, ge=1, le=5000, description="most reaction events one vote transaction applies"
