@@ -22,7 +22,9 @@ The rules, per command (the same as for one event):
 - replaying a command changes nothing;
 - a command with ``seen_at`` (when the engine took its event in) older than the user's recorded
   vote it would replace (single choice) or remove is ``ignored_stale``: another replica, ahead of
-  this one, already applied a newer event. New votes are stamped with ``seen_at`` (else ``now``).
+  this one, already applied a newer event. New votes are stamped with ``seen_at`` (else ``now``);
+  a single-choice vote chosen again by an event (not by a repair's read) takes its newer
+  ``seen_at``, so an older add replayed later stays older.
 
 A corrupt poll row fails only its own commands (``ignored_corrupt``, with the error); the rest of
 the batch is applied.
@@ -35,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, cast
 
-from sqlalchemy import ColumnElement, Table, and_, delete, insert, or_, select, tuple_
+from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from polly.db.models import Poll, Vote
@@ -65,6 +67,8 @@ class VoteCommand:
     kind: Literal["add", "remove"]
     reconcile: bool = False
     seen_at: datetime | None = None
+    #: from a read of the message's reactions rather than an event Discord sent (a repair)
+    read: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +94,8 @@ class _UserVotes:
 
     options: dict[int, tuple[int, ...]] = field(default_factory=dict)
     voted_at: dict[int, datetime] = field(default_factory=dict)
+    #: kept options whose ``voted_at`` moved on (a single-choice vote chosen again)
+    touched: set[int] = field(default_factory=set)
 
 
 def _chunks(values: Sequence[str]) -> list[Sequence[str]]:
@@ -173,6 +179,11 @@ def _apply(poll: PollView, votes: _UserVotes, command: VoteCommand, option: int,
         return "removed"
     if not poll.multiple_choice:
         if option in chosen and len(chosen) == 1:
+            seen = command.seen_at
+            if not command.read and seen is not None and seen > votes.voted_at.get(option, seen):
+                # Chosen again: the user's latest choice is now, which a shed older add must not undo.
+                votes.voted_at[option] = seen
+                votes.touched.add(option)
             return "already_recorded"
         if chosen and command.reconcile:
             return "already_recorded"
@@ -181,6 +192,7 @@ def _apply(poll: PollView, votes: _UserVotes, command: VoteCommand, option: int,
         had = bool(chosen)
         chosen.clear()
         votes.voted_at.clear()
+        votes.touched.clear()
         chosen[option] = ()
         votes.voted_at[option] = command.seen_at or now
         return "updated" if had else "created"
@@ -253,9 +265,16 @@ async def _write(
     """Write the difference between ``before`` and ``state``: one bulk DELETE, one bulk INSERT."""
     gone: list[int] = []
     rows: list[dict[str, object]] = []
+    moved: list[dict[str, object]] = []
     for key, votes in state.items():
         old = before.get(key, {})
         poll_id, user_id = key
+        moved.extend(
+            {"vote_id": vote_id, "at": votes.voted_at[option]}
+            for option in votes.touched
+            if option in votes.options
+            for vote_id in old.get(option, ())
+        )
         # An option deleted and re-added within the batch keeps its old row(s).
         gone.extend(vote_id for option, ids in old.items() if option not in votes.options for vote_id in ids)
         rows.extend(
@@ -268,3 +287,6 @@ async def _write(
         await conn.execute(delete(_VOTES).where(_VOTES.c.id.in_(gone[start : start + _IN_CHUNK])))
     if rows:
         await conn.execute(insert(_VOTES), rows)
+    if moved:
+        stmt = update(_VOTES).where(_VOTES.c.id == bindparam("vote_id")).values(voted_at=bindparam("at"))
+        await conn.execute(stmt, moved)

@@ -203,7 +203,7 @@ class VoteProcessor:
             commands = [
                 VoteCommand(
                     e.message_id, e.user_id, e.emoji, e.kind, reconcile=reconcile and e.kind == "add",
-                    seen_at=e.received_at,
+                    seen_at=e.received_at, read=observed_at is not None,
                 )
                 for _, e in accepted
             ]  # fmt: skip

@@ -8,7 +8,9 @@ import dataclasses
 import datetime as dt
 
 import pytest
+from sqlalchemy import select
 
+from polly.db.models import Vote
 from polly.engine.reaction_queue import ReactionEvent, ReactionEventQueue, ShedActs
 from polly.engine.reconciler import Reconciler
 from polly.engine.service import Engine
@@ -218,3 +220,36 @@ async def test_a_shed_add_is_applied_though_the_reaction_was_taken_back_after_it
         await h.drain(engine)  # seen at the same instant as the read that follows
         await engine.reconciler.repair_marked()
         assert await h.votes(poll_id) == {USER: {1}}
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres", "mariadb"])
+async def test_a_vote_chosen_again_after_a_shed_add_stays_the_latest(
+    db: str, request: pytest.FixtureRequest
+) -> None:
+    """🇦, then 🇧 (shed), then 🇦 again (applied): choosing 🇦 again moves its ``voted_at`` on,
+    so the older shed 🇧 is not replayed over it."""
+    async with harness(request.getfixturevalue(f"{db}_url")) as h:
+        engine = h.engine()
+        poll_id = await h.add_poll()
+        await engine.scheduler.tick()
+        message = await h.message_of(poll_id)
+        engine.reconciler.mark_all()
+        await engine.reconciler.repair_marked()
+        h.clock.advance(seconds=1)
+        h.sandbox.user_add_reaction(message, USER, "🇦")
+        await h.drain(engine)  # recorded; the bot removes the reaction
+        h.clock.advance(seconds=1)
+        h.sandbox.user_add_reaction(message, USER, "🇧")
+        await _shed(h, engine, message)
+        h.clock.advance(seconds=1)
+        chosen_again = h.clock.now
+        assert h.sandbox.user_add_reaction(message, USER, "🇦")
+        await h.drain(engine)
+        for _ in range(2):
+            await engine.reconciler.repair_marked()
+            h.clock.advance(seconds=11)
+        assert await h.votes(poll_id) == {USER: {0}}
+        assert not h.sandbox.has_reaction(message, USER, "🇧")  # older than the vote: a leftover
+        async with h.database.async_session_scope() as session:
+            stamps = (await session.execute(select(Vote.voted_at).where(Vote.poll_id == poll_id))).scalars()
+            assert list(stamps) == [chosen_again]
