@@ -56,12 +56,14 @@ _NEVER = datetime(1970, 1, 1)  # noqa: DTZ001 - naive UTC, like every engine tim
 
 
 class FailureRun(Protocol):
-    """A run of failures: first and latest, in seconds on the tracker's clock."""
+    """A run of failures: first and latest, in seconds on the tracker's clock, and how many."""
 
     @property
     def first_failure(self) -> float: ...
     @property
     def last_attempt(self) -> float: ...
+    @property
+    def count(self) -> int: ...
 
 
 class GoneTracker(Protocol):
@@ -89,6 +91,10 @@ class ReconcileReport:
     orphaned: int = 0
     transient_failures: int = 0
     rate_limited: bool = False
+
+
+#: 404s in a row after which a marked poll's message counts as gone for the prompt pass
+GONE_PROMPT_READS = 3
 
 
 class _LostActs(TTLCache[int, dict[int, ShedActs]]):
@@ -323,16 +329,21 @@ class Reconciler:
             return True  # noqa: TRY300 - the except clauses below return False
         except NotFoundError:
             report.gone += 1
-            self._marked.pop(poll.message_id, None)  # gone: nothing to read; the background pass tracks it
             run = self._gone.record_failure(key, "fetch_message")
+            # A 404 can be transient: a marked poll stays marked (read again within seconds) for its
+            # first few; then it is left to the background pass, which tracks a gone message.
+            prompt = poll.message_id in self._marked and run.count < GONE_PROMPT_READS
+            if not prompt:
+                self._marked.pop(poll.message_id, None)
             gone_for = run.last_attempt - run.first_failure
             if gone_for >= self._orphan_after.total_seconds():
                 reason = f"message {poll.message_id} not found for {gone_for / 3600:.1f} h"
                 await self._orphaner.orphan(poll.id, reason)
                 self._gone.clear(key)
+                self._marked.pop(poll.message_id, None)
                 report.orphaned += 1
             else:
-                self._backoff(poll.id, now, prompt=poll.message_id in self._marked)
+                self._backoff(poll.id, now, prompt=prompt)
         except RateLimitedError as err:
             report.rate_limited = True
             if len(self._held) < self._max_polls:

@@ -227,6 +227,8 @@ async def run_soak(  # noqa: PLR0915 - one linear script
         deadline = end_mark.t + CONVERGENCE_LIMIT_SECONDS
         passes = 0
         while True:
+            for engine in engines:  # what each queue shed since its repair loop last looked
+                engine.note_shed()
             repaired = await final.pass_once()
             passes += 1
             await _drain(replicas, clock)

@@ -12,8 +12,9 @@ from sqlalchemy import select
 
 from polly.db.models import Vote
 from polly.engine.reaction_queue import ReactionEvent, ReactionEventQueue, ShedActs
-from polly.engine.reconciler import Reconciler
+from polly.engine.reconciler import GONE_PROMPT_READS, Reconciler
 from polly.engine.service import Engine
+from polly.sandbox.gateway import FaultRates
 from tests.polly.engine.harness import CHANNEL, GUILD, USER, Harness, harness
 
 pytestmark = pytest.mark.timeout(120)
@@ -253,3 +254,33 @@ async def test_a_vote_chosen_again_after_a_shed_add_stays_the_latest(
         async with h.database.async_session_scope() as session:
             stamps = (await session.execute(select(Vote.voted_at).where(Vote.poll_id == poll_id))).scalars()
             assert list(stamps) == [chosen_again]
+
+
+async def test_a_marked_poll_whose_read_answers_404_once_is_read_again_promptly(sqlite_url: str) -> None:
+    """A 404 can be transient: the marked poll stays marked for its first few, then it is left to
+    the background pass (which tracks gone messages)."""
+    async with harness(sqlite_url) as h:
+        engine = h.engine()
+        poll_id = await h.add_poll()
+        await engine.scheduler.tick()
+        message = await h.message_of(poll_id)
+        engine.reconciler.mark_all()
+        await engine.reconciler.repair_marked()
+        h.clock.advance(seconds=1)
+        h.sandbox.user_add_reaction(message, USER, "🇧")
+        await _shed(h, engine, message)
+        h.sandbox.set_faults(FaultRates(not_found=1.0))
+        await engine.reconciler.repair_marked()
+        assert engine.reconciler.marked == 1
+        h.sandbox.set_faults(FaultRates())
+        h.clock.advance(seconds=3)
+        await engine.reconciler.repair_marked()
+        assert await h.votes(poll_id) == {USER: {1}}
+        assert engine.reconciler.marked == 0
+        engine.reconciler.note_shed(message, {OTHER: ShedActs(h.clock.now)})
+        h.sandbox.set_faults(FaultRates(not_found=1.0))
+        for _ in range(GONE_PROMPT_READS):
+            assert engine.reconciler.marked == 1
+            await engine.reconciler.repair_marked()
+            h.clock.advance(seconds=11)
+        assert engine.reconciler.marked == 0  # gone for the prompt pass
