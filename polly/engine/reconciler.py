@@ -39,7 +39,7 @@ from sqlalchemy import select
 from polly.clock import Backoff
 from polly.db.models import Vote
 from polly.db.poll_rows import PollView
-from polly.engine.gateway import MAX_REACTION_USERS_PAGE, Gateway, ShedActs
+from polly.engine.gateway import MAX_REACTION_USERS_PAGE, Gateway, ReactionEvent, ShedActs
 from polly.engine.repair import repair_events
 from polly.engine.store import PollStore
 from polly.engine.votes import VoteProcessor
@@ -155,7 +155,10 @@ class Reconciler:
         self._retry_at: dict[int, tuple[datetime, int, datetime]] = {}
         self._held: dict[int, datetime] = {}  # channel -> end of the retry-after Discord gave
         self._max_marked = max_marked
-        self._marked: OrderedDict[int, None] = OrderedDict()  # message ids needing a prompt repair
+        # message ids needing a prompt repair -> when marked (a sequence number): a repair that read
+        # the message before a newer mark (another task's pass, a shed noted meanwhile) keeps it
+        self._marked: OrderedDict[int, int] = OrderedDict()
+        self._mark_seq = 0
         self._mark_all = False
         self._confirm_seconds = confirm_seconds
         # (message, user, emoji) -> (first seen, the votes then): single-choice changes awaiting a 2nd read
@@ -227,7 +230,8 @@ class Reconciler:
         if message_id not in self._marked and len(self._marked) >= self._max_marked:
             self.mark_all()
             return
-        self._marked[message_id] = None
+        self._mark_seq += 1
+        self._marked[message_id] = self._mark_seq
 
     def mark_all(self) -> None:
         """Every active poll needs a prompt repair, because any of their events up to now may have been
@@ -279,12 +283,12 @@ class Reconciler:
         else:
             everything, self._mark_all = self._mark_all, False
             wanted = set(self._marked)
-            if everything:
-                # Polls outside the candidates cannot be repaired: forget their marks.
-                self._marked = OrderedDict.fromkeys(p.message_id for p in candidates if p.message_id)
-            else:
+            if not everything:
                 candidates = [p for p in candidates if p.message_id in wanted]
-                self._marked = OrderedDict.fromkeys(p.message_id for p in candidates if p.message_id)
+            # Polls outside the candidates cannot be repaired: forget their marks.
+            self._marked = OrderedDict(
+                (p.message_id, self._marked.get(p.message_id, 0)) for p in candidates if p.message_id
+            )
         candidates.sort(key=lambda p: self._last_done.get(p.id, _NEVER))
         for poll in candidates:
             if report.calls >= self.budget:
@@ -295,8 +299,10 @@ class Reconciler:
             if retry is not None and (retry[2] if marked else retry[0]) > now:
                 continue
             report.polls += 1
-            if await self._reconcile_poll(poll, now, report) and poll.message_id is not None:
-                self._marked.pop(poll.message_id, None)
+            mark = self._marked.get(poll.message_id or 0)
+            repaired = await self._reconcile_poll(poll, now, report)
+            if repaired and poll.message_id is not None and self._marked.get(poll.message_id) == mark:
+                self._marked.pop(poll.message_id, None)  # not marked again since it was read
         self._add(report)
         return report
 
@@ -344,6 +350,7 @@ class Reconciler:
                 report.orphaned += 1
             else:
                 self._backoff(poll.id, now, prompt=prompt)
+            await self._replay_shed_adds(poll, report)
         except RateLimitedError as err:
             report.rate_limited = True
             if len(self._held) < self._max_polls:
@@ -401,6 +408,22 @@ class Reconciler:
                     report.votes_removed += 1
                 else:
                     report.votes_added += 1
+
+    async def _replay_shed_adds(self, poll: PollView, report: ReconcileReport) -> None:
+        """With its message not found (deleted, or a transient 404), a single-choice poll still gets
+        the latest adds this replica shed: they are events, not a reading of the message."""
+        if poll.multiple_choice or poll.message_id is None:
+            return
+        _, voted_at = await self._recorded(poll.id)
+        events = [
+            ReactionEvent("add", poll.server_id, poll.channel_id, poll.message_id, user, emoji, is_bot=False,
+                          received_at=at)
+            for user, (emoji, at) in self.newest_shed_adds(poll.message_id, voted_at).items()
+            if poll.option_for(emoji) is not None
+        ]  # fmt: skip
+        if events:
+            for outcome in await self._votes.apply_events(events, inline=True):
+                report.votes_added += outcome is not None and outcome.changed
 
     async def _recorded(self, poll_id: int) -> tuple[dict[int, set[int]], dict[int, datetime]]:
         """The poll's votes (user id → option indexes) and each user's latest ``voted_at``."""

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from polly.db.models import Vote
+from polly.engine.gateway import FetchedMessage
 from polly.engine.reaction_queue import ReactionEvent, ReactionEventQueue, ShedActs
 from polly.engine.reconciler import GONE_PROMPT_READS, Reconciler
 from polly.engine.service import Engine
@@ -284,3 +285,55 @@ async def test_a_marked_poll_whose_read_answers_404_once_is_read_again_promptly(
             await engine.reconciler.repair_marked()
             h.clock.advance(seconds=11)
         assert engine.reconciler.marked == 0  # gone for the prompt pass
+
+
+async def test_a_poll_marked_again_while_its_read_is_in_flight_stays_marked(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another task (the background pass, a batch given up) can mark a poll while this pass is
+    reading it: that read is older than the new mark, so the mark stays."""
+    async with harness(sqlite_url) as h:
+        engine = h.engine()
+        poll_id = await h.add_poll()
+        await engine.scheduler.tick()
+        message = await h.message_of(poll_id)
+        engine.reconciler.mark_all()
+        await engine.reconciler.repair_marked()
+        h.sandbox.user_add_reaction(message, USER, "🇧")
+        await _shed(h, engine, message)
+        fetch = h.sandbox.fetch_message
+
+        async def fetch_then_mark(channel_id: int, message_id: int) -> FetchedMessage:
+            got = await fetch(channel_id, message_id)
+            engine.reconciler.mark_message(message)  # e.g. a batch of its events given up meanwhile
+            return got
+
+        monkeypatch.setattr(h.sandbox, "fetch_message", fetch_then_mark)
+        await engine.reconciler.repair_marked()
+        assert await h.votes(poll_id) == {USER: {1}}
+        assert engine.reconciler.marked == 1  # what the later mark stands for is not in this read
+        monkeypatch.setattr(h.sandbox, "fetch_message", fetch)
+        h.clock.advance(seconds=3)
+        await engine.reconciler.repair_marked()
+        assert engine.reconciler.marked == 0
+
+
+async def test_a_shed_add_is_applied_though_the_message_was_deleted_since(sqlite_url: str) -> None:
+    """Its reactions cannot be read any more, but the shed add is an event: it is the vote."""
+    async with harness(sqlite_url) as h:
+        engine = h.engine()
+        poll_id = await h.add_poll()
+        await engine.scheduler.tick()
+        message = await h.message_of(poll_id)
+        engine.reconciler.mark_all()
+        await engine.reconciler.repair_marked()
+        h.clock.advance(seconds=1)
+        h.sandbox.user_add_reaction(message, USER, "🇦")
+        await h.drain(engine)
+        h.clock.advance(seconds=1)
+        h.sandbox.user_add_reaction(message, USER, "🇧")
+        await _shed(h, engine, message)
+        h.sandbox.delete_message(message)
+        report = await engine.reconciler.repair_marked()
+        assert report.gone == 1
+        assert await h.votes(poll_id) == {USER: {1}}
