@@ -137,8 +137,12 @@ class Reconciler:
         confirm_seconds: float = 10.0,
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        take_shed: Callable[[], None] | None = None,
     ) -> None:
         self._monotonic = monotonic
+        #: called before each poll is read: the engine hands over what its queue shed until then,
+        #: so the read is never newer than the shed record it is applied with
+        self._take_shed = take_shed
         self._store = store
         self._gateway = gateway
         self._votes = votes
@@ -299,6 +303,8 @@ class Reconciler:
             if retry is not None and (retry[2] if marked else retry[0]) > now:
                 continue
             report.polls += 1
+            if self._take_shed is not None:
+                self._take_shed()
             mark = self._marked.get(poll.message_id or 0)
             repaired = await self._reconcile_poll(poll, now, report)
             if repaired and poll.message_id is not None and self._marked.get(poll.message_id) == mark:

@@ -172,6 +172,7 @@ class Engine:
             lookback=timedelta(hours=cfg.reconcile_lookback_hours),
             orphan_after=orphan_after,
             monotonic=monotonic,
+            take_shed=self.note_shed,
         )
         self._unregister = self.gone.register()
         self._dropped_seen = 0

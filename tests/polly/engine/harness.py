@@ -142,14 +142,19 @@ async def _no_sleep(_seconds: float) -> None:
 
 @asynccontextmanager
 async def harness(
-    url: str, *, faults: FaultRates | None = None, seed: int = 7, **engine: Any
+    url: str, *, faults: FaultRates | None = None, seed: int = 7, max_events: int = 10_000, **engine: Any
 ) -> AsyncIterator[Harness]:
     settings = settings_for(url, **engine)
     database = Database(settings.database)
     create_schema(database.sync_engine)
     clock = Clock(datetime(2026, 6, 1, 12, 0))
     sandbox = SandboxGateway(
-        rng=random.Random(seed), faults=faults, clock=clock.monotonic, sleep=_no_sleep, wall_clock=clock
+        rng=random.Random(seed),
+        faults=faults,
+        clock=clock.monotonic,
+        sleep=_no_sleep,
+        wall_clock=clock,
+        max_events=max_events,
     )
     sandbox.ensure_channel(CHANNEL, GUILD)
     try:

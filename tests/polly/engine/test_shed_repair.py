@@ -337,3 +337,25 @@ async def test_a_shed_add_is_applied_though_the_message_was_deleted_since(sqlite
         report = await engine.reconciler.repair_marked()
         assert report.gone == 1
         assert await h.votes(poll_id) == {USER: {1}}
+
+
+async def test_a_repair_reads_the_message_only_after_taking_the_queues_shed_record(sqlite_url: str) -> None:
+    """A shed the repair loop has not looked at yet is taken before the read, so the read is
+    applied with it: the shed add is replayed at once, not taken for an unconfirmed change."""
+    async with harness(sqlite_url, max_events=1) as h:
+        engine = h.engine()
+        poll_id = await h.add_poll()
+        await engine.scheduler.tick()
+        message = await h.message_of(poll_id)
+        await h.drain(engine)  # the bot's own reactions
+        engine.reconciler.mark_all()
+        await engine.reconciler.repair_marked()
+        h.clock.advance(seconds=1)
+        h.sandbox.user_add_reaction(message, USER, "🇨")  # queued
+        h.clock.advance(seconds=1)
+        h.sandbox.user_add_reaction(message, USER, "🇧")  # the queue is full: shed
+        await h.drain(engine)  # 🇨 recorded, older than the shed 🇧
+        assert await h.votes(poll_id) == {USER: {2}}
+        engine.reconciler.mark_message(message)  # marked for another reason; the shed not yet noted
+        await engine.reconciler.repair_marked()
+        assert await h.votes(poll_id) == {USER: {1}}
