@@ -64,6 +64,19 @@ def test_past_its_user_cap_a_message_counts_as_lost_for_everyone_and_past_its_me
     assert queue.take_shed().messages == {3: {USER: acts}}
 
 
+async def _running_poll(h: Harness) -> tuple[Engine, int, int]:
+    """An engine past its start-up repair, with one single-choice poll posted; a second later."""
+    engine = h.engine()
+    poll_id = await h.add_poll()
+    await engine.scheduler.tick()
+    message = await h.message_of(poll_id)
+    await h.drain(engine)  # the bot's own reactions
+    engine.reconciler.mark_all()  # start-up
+    await engine.reconciler.repair_marked()
+    h.clock.advance(seconds=1)
+    return engine, poll_id, message
+
+
 async def _vote_then_others_shed(h: Harness, engine: Engine, message: int) -> None:
     """USER's 🇦 is shed, then USER votes 🇧 (applied), then OTHER's 🇨 is shed: the stale 🇦
     is still on the message when the repair comes."""
@@ -94,13 +107,7 @@ async def test_a_reaction_older_than_the_vote_stays_a_leftover_when_other_users_
     db: str, request: pytest.FixtureRequest
 ) -> None:
     async with harness(request.getfixturevalue(f"{db}_url")) as h:
-        engine = h.engine()
-        poll_id = await h.add_poll()
-        await engine.scheduler.tick()
-        message = await h.message_of(poll_id)
-        engine.reconciler.mark_all()  # start-up
-        await engine.reconciler.repair_marked()
-        h.clock.advance(seconds=1)
+        engine, poll_id, message = await _running_poll(h)
         await _vote_then_others_shed(h, engine, message)
         for _ in range(2):  # a change of mind would be applied at the second look
             await engine.reconciler.repair_marked()
@@ -112,13 +119,7 @@ async def test_a_reaction_older_than_the_vote_stays_a_leftover_when_other_users_
 
 async def test_the_users_own_event_shed_after_the_vote_is_a_change_of_mind(sqlite_url: str) -> None:
     async with harness(sqlite_url) as h:
-        engine = h.engine()
-        poll_id = await h.add_poll()
-        await engine.scheduler.tick()
-        message = await h.message_of(poll_id)
-        engine.reconciler.mark_all()
-        await engine.reconciler.repair_marked()
-        h.clock.advance(seconds=1)
+        engine, poll_id, message = await _running_poll(h)
         h.sandbox.user_add_reaction(message, USER, "🇦")
         await h.drain(engine)
         h.clock.advance(seconds=1)
@@ -135,13 +136,7 @@ async def test_the_latest_shed_add_wins_over_the_option_order_and_over_a_reactio
 ) -> None:
     """Discord does not say which of a user's reactions came last; the shed record does."""
     async with harness(sqlite_url) as h:
-        engine = h.engine()
-        poll_id = await h.add_poll()
-        await engine.scheduler.tick()
-        message = await h.message_of(poll_id)
-        engine.reconciler.mark_all()
-        await engine.reconciler.repair_marked()
-        h.clock.advance(seconds=1)
+        engine, poll_id, message = await _running_poll(h)
         h.sandbox.user_add_reaction(message, USER, "🇨")
         h.clock.advance(seconds=1)
         h.sandbox.user_add_reaction(message, USER, "🇦")  # the latest: 🇨 comes later in option order
@@ -182,13 +177,7 @@ async def test_with_no_room_to_say_whose_the_message_counts_as_lost_for_everyone
     towards applying a change of mind (as before users were known), never towards dropping one."""
     monkeypatch.setattr(Reconciler, "MAX_LOST_ACTS", 1)
     async with harness(sqlite_url) as h:
-        engine = h.engine()
-        poll_id = await h.add_poll()
-        await engine.scheduler.tick()
-        message = await h.message_of(poll_id)
-        engine.reconciler.mark_all()
-        await engine.reconciler.repair_marked()
-        h.clock.advance(seconds=1)
+        engine, poll_id, message = await _running_poll(h)
         h.sandbox.user_add_reaction(message, USER, "🇦")
         await h.drain(engine)
         h.clock.advance(seconds=1)
@@ -206,13 +195,7 @@ async def test_a_shed_add_is_applied_though_the_reaction_was_taken_back_after_it
     """The take-back arrives as an event (applied: it changes no single-choice vote) no earlier
     than the repair's read; the shed add is still the user's last choice."""
     async with harness(sqlite_url) as h:
-        engine = h.engine()
-        poll_id = await h.add_poll()
-        await engine.scheduler.tick()
-        message = await h.message_of(poll_id)
-        engine.reconciler.mark_all()
-        await engine.reconciler.repair_marked()
-        h.clock.advance(seconds=1)
+        engine, poll_id, message = await _running_poll(h)
         h.sandbox.user_add_reaction(message, USER, "🇦")
         await h.drain(engine)
         h.clock.advance(seconds=1)
@@ -231,13 +214,7 @@ async def test_a_vote_chosen_again_after_a_shed_add_stays_the_latest(
     """🇦, then 🇧 (shed), then 🇦 again (applied): choosing 🇦 again moves its ``voted_at`` on,
     so the older shed 🇧 is not replayed over it."""
     async with harness(request.getfixturevalue(f"{db}_url")) as h:
-        engine = h.engine()
-        poll_id = await h.add_poll()
-        await engine.scheduler.tick()
-        message = await h.message_of(poll_id)
-        engine.reconciler.mark_all()
-        await engine.reconciler.repair_marked()
-        h.clock.advance(seconds=1)
+        engine, poll_id, message = await _running_poll(h)
         h.sandbox.user_add_reaction(message, USER, "🇦")
         await h.drain(engine)  # recorded; the bot removes the reaction
         h.clock.advance(seconds=1)
@@ -261,13 +238,7 @@ async def test_a_marked_poll_whose_read_answers_404_once_is_read_again_promptly(
     """A 404 can be transient: the marked poll stays marked for its first few, then it is left to
     the background pass (which tracks gone messages)."""
     async with harness(sqlite_url) as h:
-        engine = h.engine()
-        poll_id = await h.add_poll()
-        await engine.scheduler.tick()
-        message = await h.message_of(poll_id)
-        engine.reconciler.mark_all()
-        await engine.reconciler.repair_marked()
-        h.clock.advance(seconds=1)
+        engine, poll_id, message = await _running_poll(h)
         h.sandbox.user_add_reaction(message, USER, "🇧")
         await _shed(h, engine, message)
         h.sandbox.set_faults(FaultRates(not_found=1.0))
@@ -293,12 +264,7 @@ async def test_a_poll_marked_again_while_its_read_is_in_flight_stays_marked(
     """Another task (the background pass, a batch given up) can mark a poll while this pass is
     reading it: that read is older than the new mark, so the mark stays."""
     async with harness(sqlite_url) as h:
-        engine = h.engine()
-        poll_id = await h.add_poll()
-        await engine.scheduler.tick()
-        message = await h.message_of(poll_id)
-        engine.reconciler.mark_all()
-        await engine.reconciler.repair_marked()
+        engine, poll_id, message = await _running_poll(h)
         h.sandbox.user_add_reaction(message, USER, "🇧")
         await _shed(h, engine, message)
         fetch = h.sandbox.fetch_message
@@ -321,13 +287,7 @@ async def test_a_poll_marked_again_while_its_read_is_in_flight_stays_marked(
 async def test_a_shed_add_is_applied_though_the_message_was_deleted_since(sqlite_url: str) -> None:
     """Its reactions cannot be read any more, but the shed add is an event: it is the vote."""
     async with harness(sqlite_url) as h:
-        engine = h.engine()
-        poll_id = await h.add_poll()
-        await engine.scheduler.tick()
-        message = await h.message_of(poll_id)
-        engine.reconciler.mark_all()
-        await engine.reconciler.repair_marked()
-        h.clock.advance(seconds=1)
+        engine, poll_id, message = await _running_poll(h)
         h.sandbox.user_add_reaction(message, USER, "🇦")
         await h.drain(engine)
         h.clock.advance(seconds=1)
@@ -343,14 +303,7 @@ async def test_a_repair_reads_the_message_only_after_taking_the_queues_shed_reco
     """A shed the repair loop has not looked at yet is taken before the read, so the read is
     applied with it: the shed add is replayed at once, not taken for an unconfirmed change."""
     async with harness(sqlite_url, max_events=1) as h:
-        engine = h.engine()
-        poll_id = await h.add_poll()
-        await engine.scheduler.tick()
-        message = await h.message_of(poll_id)
-        await h.drain(engine)  # the bot's own reactions
-        engine.reconciler.mark_all()
-        await engine.reconciler.repair_marked()
-        h.clock.advance(seconds=1)
+        engine, poll_id, message = await _running_poll(h)
         h.sandbox.user_add_reaction(message, USER, "🇨")  # queued
         h.clock.advance(seconds=1)
         h.sandbox.user_add_reaction(message, USER, "🇧")  # the queue is full: shed
