@@ -64,13 +64,24 @@ class ShedActs:
     at: dt.datetime
     last_add: str | None = None
     last_add_at: dt.datetime | None = None
+    #: per emoji (at most 20, a message's reaction limit), the latest shed act: (emoji, kind, when)
+    acts: tuple[tuple[str, str, dt.datetime], ...] = ()
 
     def merged(self, other: ShedActs | None) -> ShedActs:
         """What both records say (either may be the older)."""
         if other is None:
             return self
         newer_add = self if (self.last_add_at or _NEVER) >= (other.last_add_at or _NEVER) else other
-        return ShedActs(max(self.at, other.at), newer_add.last_add, newer_add.last_add_at)
+        latest: dict[str, tuple[str, str, dt.datetime]] = {}
+        for act in (*other.acts, *self.acts):
+            if act[0] not in latest or act[2] >= latest[act[0]][2]:
+                latest[act[0]] = act
+        acts = tuple(sorted(latest.values(), key=lambda a: a[2])[-MAX_SHED_EMOJIS:])
+        return ShedActs(max(self.at, other.at), newer_add.last_add, newer_add.last_add_at, acts)
+
+
+#: shed acts remembered per user and message: one per emoji, as many as a message takes reactions
+MAX_SHED_EMOJIS = 20
 
 
 _NEVER = dt.datetime.min  # noqa: DTZ901 - naive UTC, as every time the queue stamps
@@ -153,7 +164,13 @@ class ReactionEventQueue:
             self._shed_users += 1
         at = event.received_at
         assert at is not None  # stamped by offer()
-        acts = ShedActs(at, event.emoji, at) if event.kind == "add" and not event.is_bot else ShedActs(at)
+        if event.is_bot:
+            acts = ShedActs(at)
+        else:
+            added = event.kind == "add"
+            acts = ShedActs(
+                at, event.emoji if added else None, at if added else None, ((event.emoji, event.kind, at),)
+            )
         users[event.user_id] = acts.merged(users.get(event.user_id))
 
     def take_shed(self) -> ShedRecord:

@@ -416,17 +416,30 @@ class Reconciler:
                     report.votes_added += 1
 
     async def _replay_shed_adds(self, poll: PollView, report: ReconcileReport) -> None:
-        """With its message not found (deleted, or a transient 404), a single-choice poll still gets
-        the latest adds this replica shed: they are events, not a reading of the message."""
-        if poll.multiple_choice or poll.message_id is None:
+        """With its message not found (deleted, or a transient 404), a poll still gets what this
+        replica shed, as the events they were (not a reading of the message): on a single-choice
+        poll each user's latest add newer than the vote, on a multiple-choice one each user's latest
+        act per emoji, in the order they were taken in (the vote rules skip what a newer vote
+        already decided)."""
+        if poll.message_id is None:
             return
-        _, voted_at = await self._recorded(poll.id)
-        events = [
-            ReactionEvent("add", poll.server_id, poll.channel_id, poll.message_id, user, emoji, is_bot=False,
-                          received_at=at)
-            for user, (emoji, at) in self.newest_shed_adds(poll.message_id, voted_at).items()
-            if poll.option_for(emoji) is not None
-        ]  # fmt: skip
+        message = poll.message_id
+
+        def event(user: int, kind: str, emoji: str, at: datetime) -> ReactionEvent:
+            return ReactionEvent("add" if kind == "add" else "remove", poll.server_id, poll.channel_id,
+                                 message, user, emoji, is_bot=False, received_at=at)  # fmt: skip
+
+        if poll.multiple_choice:
+            acts = [(at, user, kind, emoji) for user, shed in self._lost_acts.get(message, {}).items()
+                    for emoji, kind, at in shed.acts]  # fmt: skip
+            events = [event(user, kind, emoji, at) for at, user, kind, emoji in sorted(acts)]
+        else:
+            _, voted_at = await self._recorded(poll.id)
+            events = [
+                event(user, "add", emoji, at)
+                for user, (emoji, at) in self.newest_shed_adds(message, voted_at).items()
+            ]
+        events = [e for e in events if poll.option_for(e.emoji) is not None]
         if events:
             for outcome in await self._votes.apply_events(events, inline=True):
                 report.votes_added += outcome is not None and outcome.changed

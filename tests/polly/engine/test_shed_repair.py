@@ -42,8 +42,11 @@ def test_a_full_queue_records_whose_events_it_shed_and_when() -> None:
     later = now[0]
     shed = queue.take_shed()
     assert shed.messages == {
-        2: {USER: ShedActs(later, "🇦", later), OTHER: ShedActs(later, "🇦", later)},
-        3: {OTHER: ShedActs(T0, "🇦", T0)},
+        2: {
+            USER: ShedActs(later, "🇦", later, (("🇧", "add", T0), ("🇦", "add", later))),
+            OTHER: ShedActs(later, "🇦", later, (("🇦", "add", later), ("🇧", "remove", later))),
+        },
+        3: {OTHER: ShedActs(T0, "🇦", T0, (("🇦", "add", T0),))},
     }
     assert not shed.overflow
     assert queue.take_shed().messages == {}
@@ -57,7 +60,7 @@ def test_past_its_user_cap_a_message_counts_as_lost_for_everyone_and_past_its_me
     queue.offer(_event(3, USER))  # a third user: whose events message 3 lost is no longer known
     queue.offer(_event(4, USER))  # a third message: more than the record holds
     shed = queue.take_shed()
-    acts = ShedActs(T0, "🇦", T0)
+    acts = ShedActs(T0, "🇦", T0, (("🇦", "add", T0),))
     assert shed.messages == {2: {USER: acts, OTHER: acts}, 3: None}
     assert shed.overflow
     queue.offer(_event(3, USER))  # a fresh record after take_shed()
@@ -312,3 +315,29 @@ async def test_a_repair_reads_the_message_only_after_taking_the_queues_shed_reco
         engine.reconciler.mark_message(message)  # marked for another reason; the shed not yet noted
         await engine.reconciler.repair_marked()
         assert await h.votes(poll_id) == {USER: {1}}
+
+
+async def test_a_multiple_choice_poll_whose_message_is_gone_gets_each_users_latest_shed_act_per_emoji(
+    sqlite_url: str,
+) -> None:
+    async with harness(sqlite_url) as h:
+        engine = h.engine()
+        poll_id = await h.add_poll(multiple_choice=True)
+        await engine.scheduler.tick()
+        message = await h.message_of(poll_id)
+        engine.reconciler.mark_all()
+        await engine.reconciler.repair_marked()
+        h.clock.advance(seconds=1)
+        h.sandbox.user_add_reaction(message, USER, "🇦")
+        await h.drain(engine)
+        h.clock.advance(seconds=1)
+        h.sandbox.user_add_reaction(message, USER, "🇧")
+        h.sandbox.user_add_reaction(message, OTHER, "🇨")
+        h.clock.advance(seconds=1)
+        h.sandbox.user_remove_reaction(message, USER, "🇦")
+        h.sandbox.user_remove_reaction(message, OTHER, "🇨")
+        h.sandbox.user_add_reaction(message, OTHER, "🇨")
+        await _shed(h, engine, message)
+        h.sandbox.delete_message(message)
+        await engine.reconciler.repair_marked()
+        assert await h.votes(poll_id) == {USER: {1}, OTHER: {2}}
