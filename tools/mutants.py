@@ -1,4 +1,5 @@
-"""Mutation run over the documented invariants of ``polly/engine/``, ``polly/caches.py`` and the breaker.
+"""Mutation run over the documented invariants of ``polly/engine/``, ``polly/caches.py`` (and its log
+throttle) and the breaker.
 
 Each mutant breaks one documented invariant in one place: a (file, original snippet, mutated snippet,
 tests) entry. The run copies the working tree to a temporary directory once, checks that every
@@ -97,8 +98,8 @@ MUTANTS = [
         "repair-read-time",
         "the reconciler tells the vote processor when it read the reactions",
         "polly/engine/reconciler.py",
-        "apply_events(events, observed_at=observed_at, inline=True)",
-        "apply_events(events, observed_at=None, inline=True)",
+        "apply_events(read, observed_at=observed_at, inline=True)",
+        "apply_events(read, observed_at=None, inline=True)",
         INVARIANTS,
     ),
     Mutant(
@@ -232,7 +233,7 @@ MUTANTS = [
     Mutant(
         "log-throttle-threshold",
         "past its threshold in a window, a category is not logged line by line",
-        "polly/caches.py",
+        "polly/log_throttle.py",
         "if count <= state.threshold:",
         "if count <= state.threshold + 1:",
         "tests/polly/test_caches.py",

@@ -24,6 +24,7 @@ error never counts as gone.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -34,12 +35,11 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from cachetools import TTLCache
-from sqlalchemy import select
 
 from polly.clock import Backoff
-from polly.db.models import Vote
 from polly.db.poll_rows import PollView
-from polly.engine.gateway import MAX_REACTION_USERS_PAGE, Gateway, ReactionEvent, ShedActs
+from polly.engine.gateway import MAX_REACTION_USERS_PAGE, Gateway, ShedActs
+from polly.engine.missed import Missed
 from polly.engine.repair import repair_events
 from polly.engine.store import PollStore
 from polly.engine.votes import VoteProcessor
@@ -95,23 +95,6 @@ class ReconcileReport:
 
 #: 404s in a row after which a marked poll's message counts as gone for the prompt pass
 GONE_PROMPT_READS = 3
-
-
-class _LostActs(TTLCache[int, dict[int, ShedActs]]):
-    """Per message, its users' shed events, ``maxsize`` users in all, for an hour; a message pushed
-    out for room is handed to ``on_evict`` (which counts it as lost for everyone)."""
-
-    def __init__(
-        self, maxsize: int, timer: Callable[[], float],
-        on_evict: Callable[[int, Mapping[int, ShedActs]], None],
-    ) -> None:  # fmt: skip
-        super().__init__(maxsize=maxsize, ttl=3600.0, timer=timer, getsizeof=len)
-        self._on_evict = on_evict
-
-    def popitem(self) -> tuple[int, dict[int, ShedActs]]:
-        key, value = super().popitem()
-        self._on_evict(key, value)
-        return key, value
 
 
 class Reconciler:
@@ -171,15 +154,7 @@ class Reconciler:
             ttl=max(confirm_seconds * 30, 60.0),
             timer=monotonic,
         )
-        # Since when this replica has received every event (the first mark_all, at start-up, leaves
-        # the construction time: the gateway connects later, so this errs towards "received"), and
-        # per message the latest time some of its events were lost (shed, failed) since then.
-        self._created = clock()
-        self._covered_since: datetime | None = None
-        self._lost_at: TTLCache[int, datetime] = TTLCache(maxsize=max_marked, ttl=3600.0, timer=monotonic)
-        # message -> user -> that user's shed events, where the queue knew whose (MAX_LOST_ACTS
-        # users in all; a message pushed out counts as lost for everyone from its latest shed on)
-        self._lost_acts = _LostActs(self.MAX_LOST_ACTS, monotonic, self._lost_for_everyone)
+        self.missed = Missed(clock, monotonic, max_messages=max_marked, max_users=self.MAX_LOST_ACTS)
         self._deferred = False
         self.passes = 0
         self.totals = ReconcileReport()
@@ -189,7 +164,7 @@ class Reconciler:
         been missed (shed, failed to apply, a reaction removal given up); past ``max_marked``: every
         poll."""
         if self._votes.remover.giving_up != message_id:  # a removal given up loses no event
-            self._lost_at[message_id] = self._clock()
+            self.missed.lost(message_id)
         self._mark(message_id)
 
     def note_shed(self, message_id: int, users: Mapping[int, ShedActs] | None) -> None:
@@ -200,35 +175,8 @@ class Reconciler:
         if users is None:
             self.mark_message(message_id)
             return
-        known = self._lost_acts.get(message_id, {})
-        merged = {u: a.merged(known.get(u)) for u, a in users.items()}
-        merged = {**known, **merged}
-        if len(merged) > self._lost_acts.maxsize:
-            self._lost_for_everyone(message_id, merged)
-        else:
-            self._lost_acts[message_id] = merged  # a new dict: the cache counts its users
+        self.missed.shed(message_id, users)
         self._mark(message_id)
-
-    def _lost_for_everyone(self, message_id: int, users: Mapping[int, ShedActs]) -> None:
-        """No room to say whose events ``message_id`` lost: from its latest shed on, anyone's."""
-        at = max(a.at for a in users.values())
-        self._lost_at[message_id] = max(at, self._lost_at.get(message_id, at))
-        self._lost_acts.pop(message_id, None)
-
-    def newest_shed_adds(
-        self, message_id: int, voted_at: Mapping[int, datetime]
-    ) -> dict[int, tuple[str, datetime]]:
-        """Per user, the latest add this replica shed on ``message_id`` when it is newer than the
-        user's recorded vote (``voted_at``; none recorded counts as older): on a single-choice poll
-        that add is the user's vote, seen or not on the message."""
-        newest = {}
-        for user_id, acts in self._lost_acts.get(message_id, {}).items():
-            if acts.last_add is None or acts.last_add_at is None:
-                continue
-            when = voted_at.get(user_id)
-            if when is None or acts.last_add_at > when:
-                newest[user_id] = (acts.last_add, acts.last_add_at)
-        return newest
 
     def _mark(self, message_id: int) -> None:
         if message_id not in self._marked and len(self._marked) >= self._max_marked:
@@ -241,21 +189,11 @@ class Reconciler:
         """Every active poll needs a prompt repair, because any of their events up to now may have been
         missed (start-up after downtime, a shed whose messages are unknown)."""
         self._mark_all = True
-        self._covered_since = self._created if self._covered_since is None else self._clock()
+        self.missed.all_lost()
 
     def may_have_missed(self, message_id: int, since: datetime, user_id: int) -> bool:
-        """Whether this replica may have missed an event of ``message_id`` by ``user_id`` taken in
-        after ``since``: it was not yet listening then (or has lost track of which messages it missed
-        since), it lost some of that message's events later without knowing whose, or it shed one of
-        that user's events taken in later."""
-        covered = self._covered_since
-        if covered is None or since <= covered:
-            return True
-        lost = self._lost_at.get(message_id)
-        if lost is not None and since <= lost:
-            return True
-        acts = self._lost_acts.get(message_id, {}).get(user_id)  # on a single-choice poll only an add counts
-        return acts is not None and acts.last_add_at is not None and since <= acts.last_add_at
+        """See :meth:`Missed.may_have_missed`."""
+        return self.missed.may_have_missed(message_id, since, user_id)
 
     @property
     def marked(self) -> int:
@@ -372,7 +310,7 @@ class Reconciler:
         read_at: datetime, report: ReconcileReport,
     ) -> None:  # fmt: skip
         assert poll.message_id is not None
-        recorded, voted_at = await self._recorded(poll.id)
+        recorded, voted_at = await self._store.votes_with_times(poll.id)
         remover = self._votes.remover
 
         def is_leftover(message_id: int, user_id: int, emoji: str) -> bool:
@@ -390,7 +328,7 @@ class Reconciler:
 
         shed_adds: dict[int, tuple[int, datetime]] = {}
         if not poll.multiple_choice:
-            for user_id, (emoji, at) in self.newest_shed_adds(poll.message_id, voted_at).items():
+            for user_id, (emoji, at) in self.missed.newest_shed_adds(poll.message_id, voted_at).items():
                 option = poll.option_for(emoji)
                 if option is not None:
                     shed_adds[user_id] = (option, at)
@@ -421,46 +359,11 @@ class Reconciler:
         poll each user's latest add newer than the vote, on a multiple-choice one each user's latest
         act per emoji, in the order they were taken in (the vote rules skip what a newer vote
         already decided)."""
-        if poll.message_id is None:
-            return
-        message = poll.message_id
-
-        def event(user: int, kind: str, emoji: str, at: datetime) -> ReactionEvent:
-            return ReactionEvent("add" if kind == "add" else "remove", poll.server_id, poll.channel_id,
-                                 message, user, emoji, is_bot=False, received_at=at)  # fmt: skip
-
-        if poll.multiple_choice:
-            acts = [(at, user, kind, emoji) for user, shed in self._lost_acts.get(message, {}).items()
-                    for emoji, kind, at in shed.acts]  # fmt: skip
-            events = [event(user, kind, emoji, at) for at, user, kind, emoji in sorted(acts)]
-        else:
-            _, voted_at = await self._recorded(poll.id)
-            events = [
-                event(user, "add", emoji, at)
-                for user, (emoji, at) in self.newest_shed_adds(message, voted_at).items()
-            ]
-        events = [e for e in events if poll.option_for(e.emoji) is not None]
+        _, voted_at = await self._store.votes_with_times(poll.id)
+        events = self.missed.shed_events(poll, voted_at)
         if events:
             for outcome in await self._votes.apply_events(events, inline=True):
                 report.votes_added += outcome is not None and outcome.changed
-
-    async def _recorded(self, poll_id: int) -> tuple[dict[int, set[int]], dict[int, datetime]]:
-        """The poll's votes (user id → option indexes) and each user's latest ``voted_at``."""
-        # The votes with their times, which PollStore.votes_by_user does not return.
-        async with self._store._sessions() as session:  # noqa: SLF001
-            rows = await session.execute(
-                select(Vote.user_id, Vote.option_index, Vote.voted_at).where(Vote.poll_id == poll_id)
-            )
-            votes: dict[int, set[int]] = {}
-            times: dict[int, datetime] = {}
-            for user, option, voted_at in rows:
-                if not str(user).isdigit():
-                    continue
-                uid = int(user)
-                votes.setdefault(uid, set()).add(int(option))
-                if isinstance(voted_at, datetime) and (uid not in times or voted_at > times[uid]):
-                    times[uid] = voted_at
-            return votes, times
 
     def _confirmed(self, message_id: int, user_id: int, emoji: str, votes: frozenset[int]) -> bool:
         key, now = (message_id, user_id, emoji), self._monotonic()
@@ -509,11 +412,6 @@ class Reconciler:
         )
 
     def _add(self, report: ReconcileReport) -> None:
-        t = self.totals
-        t.polls += report.polls
-        t.calls += report.calls
-        t.votes_added += report.votes_added
-        t.votes_removed += report.votes_removed
-        t.gone += report.gone
-        t.orphaned += report.orphaned
-        t.transient_failures += report.transient_failures
+        for f in dataclasses.fields(ReconcileReport):
+            if f.type in ("int", int):  # the counts (whether a pass was rate limited is not one)
+                setattr(self.totals, f.name, getattr(self.totals, f.name) + getattr(report, f.name))

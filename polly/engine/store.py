@@ -186,15 +186,24 @@ class PollStore:
 
     async def votes_by_user(self, poll_id: int) -> dict[int, set[int]]:
         """The poll's votes: user id → option indexes (a non-numeric user id is skipped)."""
+        return (await self.votes_with_times(poll_id))[0]
+
+    async def votes_with_times(self, poll_id: int) -> tuple[dict[int, set[int]], dict[int, datetime]]:
+        """The poll's votes (user id → option indexes) and each user's latest ``voted_at``."""
         async with self._sessions() as session:
             rows = await session.execute(
-                select(Vote.user_id, Vote.option_index).where(Vote.poll_id == poll_id)
+                select(Vote.user_id, Vote.option_index, Vote.voted_at).where(Vote.poll_id == poll_id)
             )
-            out: dict[int, set[int]] = {}
-            for user, option in rows:
-                if str(user).isdigit():
-                    out.setdefault(int(user), set()).add(int(option))
-            return out
+            votes: dict[int, set[int]] = {}
+            times: dict[int, datetime] = {}
+            for user, option, voted_at in rows:
+                if not str(user).isdigit():
+                    continue
+                uid = int(user)
+                votes.setdefault(uid, set()).add(int(option))
+                if isinstance(voted_at, datetime) and (uid not in times or voted_at > times[uid]):
+                    times[uid] = voted_at
+            return votes, times
 
     async def reconcile_candidates(self, now: datetime, lookback: timedelta, limit: int) -> list[PollView]:
         """Active polls with a posted message that opened within ``lookback``."""
