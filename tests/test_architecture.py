@@ -66,14 +66,19 @@ def test_no_bare_create_task_in_polly() -> None:
 
 
 #: What starts work that outlives the call: each use in the instrumentation is one of OWNED_SPOTS.
-SPAWNERS = {"create_task", "ensure_future", "run_coroutine_threadsafe", "Thread", "Timer", "start_new_thread"}
+SPAWNERS = {
+    "create_task", "ensure_future", "run_coroutine_threadsafe", "Thread", "Timer", "start_new_thread",
+    "call_later", "call_at",
+}  # fmt: skip
 _PACKAGE = "instrumentation/opentelemetry/instrumentation/polly"
 #: (file, enclosing function) -> (the ``self`` attribute the result is stored in, the method of the
-#: same class that ends it, how it ends it there: ``await`` or ``join``, whether its end is observed
-#: by a done-callback where it is created).
+#: same class that ends it, how it ends it there: ``await``, ``join`` or ``cancel``, whether its end
+#: is observed by a done-callback where it is created). The loop-side work is loop callbacks, not a
+#: task: the one scheduled callback is stored and cancelled when the driver ends.
 OWNED_SPOTS = {
-    (f"{_PACKAGE}/_loop_task.py", "LoopTask.start.create"): ("_task", "aclose", "await", True),
+    (f"{_PACKAGE}/_loop_driver.py", "LoopDriver._slice"): ("_handle", "_end", "cancel", False),
     (f"{_PACKAGE}/_core.py", "Telemetry._start_thread"): ("_thread", "stop", "join", False),
+    (f"{_PACKAGE}/_tasks.py", "TaskSignals._tick"): ("_timers", "close", "cancel", False),
 }
 
 
@@ -148,7 +153,7 @@ def _ownership_faults(
         for n in ast.walk(creator)
         if isinstance(n, ast.Assign)
         and any(c is call for c in ast.walk(n.value))
-        and any(_is_self_attr(t, attr) for t in n.targets)
+        and any(_is_self_attr(t.value if isinstance(t, ast.Subscript) else t, attr) for t in n.targets)
     ]
     if not stores:
         faults.append(f"its result is not stored in self.{attr}")
@@ -169,14 +174,14 @@ def _ownership_faults(
     ends: list[ast.AST]
     if how == "await":
         ends = [n for n in ast.walk(ender) if isinstance(n, ast.Await) and _refers_to(n, attr, aliases)]
+    elif how == "cancel":  # the stored handle(s), or what the ender took out of them, are cancelled
+        taken = any(_refers_to(n, attr, aliases) for n in ast.walk(ender))
+        ends = [n for n in ast.walk(ender) if taken and isinstance(n, ast.Attribute) and n.attr == "cancel"]
     else:
         ends = [
             n
             for n in ast.walk(ender)
-            if isinstance(n, ast.Call)
-            and isinstance(n.func, ast.Attribute)
-            and n.func.attr == "join"
-            and _refers_to(n.func.value, attr, aliases)
+            if isinstance(n, ast.Attribute) and n.attr == how and _refers_to(n.value, attr, aliases)
         ]
     if not ends:
         faults.append(f"{closer}() does not {how} self.{attr}")
@@ -184,9 +189,9 @@ def _ownership_faults(
 
 
 def test_every_task_and_thread_of_the_instrumentation_has_an_owner() -> None:
-    """The instrumentation runs inside applications it does not know: every task or thread it starts
-    is one of OWNED_SPOTS, stored on its owner and awaited (tasks, their end observed by a
-    done-callback) or joined when the owner closes."""
+    """The instrumentation runs inside applications it does not know: every task, thread or loop
+    callback it starts is one of OWNED_SPOTS, stored on its owner and awaited (tasks, their end
+    observed by a done-callback), joined or cancelled when the owner closes."""
     unlisted: list[str] = []
     faults: list[str] = []
     spots_seen: set[tuple[str, str]] = set()
@@ -200,7 +205,7 @@ def test_every_task_and_thread_of_the_instrumentation_has_an_owner() -> None:
                 continue
             spots_seen.add((rel, qualname))
             faults.extend(f"{rel}:{call.lineno}: {f}" for f in _ownership_faults(tree, qualname, call, spec))
-    assert unlisted == [], "a task or thread outside OWNED_SPOTS (store it and await/join it at close)"
+    assert unlisted == [], "a task, thread or callback outside OWNED_SPOTS (store it, end it at close)"
     assert faults == []
     assert spots_seen == set(OWNED_SPOTS), "an owned spot moved: update OWNED_SPOTS"
 

@@ -162,7 +162,7 @@ def test_census_defers_collections_and_restores_the_collector(telemetry: Telemet
     import gc
 
     assert gc.isenabled()
-    steps = telemetry.census._steps()
+    steps = telemetry.census.steps()
     next(iter(steps))
     assert not gc.isenabled()  # deferred while the listing is alive
     steps.close()  # abandoned mid-way: restored all the same

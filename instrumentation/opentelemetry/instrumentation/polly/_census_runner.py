@@ -112,30 +112,30 @@ class CensusRunner:
         self.censuses = 0
         self.leaks.reset()
 
-    def _steps(self) -> Generator[CensusResult | None, None, None]:
+    def steps(self) -> Generator[CensusResult | None, None, None]:
         return census_steps(self.budget, self.top_n, chunk_size=self.chunk_size, sample_size=self.sample_size)
 
     def census_now(self) -> CensusResult:
         """One census in a single stretch on the calling thread (tests, tools); published as usual."""
         result: CensusResult | None = None
-        for step in self._steps():
+        for step in self.steps():
             result = step
         assert result is not None
-        self._publish(result)
+        self.publish(result)
         return result
 
     async def census_async(self) -> CensusResult:
         """One census in slices, giving the loop back between slices."""
         result: CensusResult | None = None
-        for step in self._steps():
+        for step in self.steps():
             if step is None:
                 await asyncio.sleep(0)
             result = step
         assert result is not None
-        self._publish(result)
+        self.publish(result)
         return result
 
-    def _publish(self, result: CensusResult) -> None:
+    def publish(self, result: CensusResult) -> None:
         if not self.active:
             return  # stopped while the census ran: nothing is recorded after stop
         self.latest = result
@@ -145,7 +145,7 @@ class CensusRunner:
         if self.log_snapshots:
             log_snapshot(result, self.top_n)
 
-    def _run_hooks(self) -> None:
+    def run_hooks(self) -> None:
         for hook in self.hooks:
             try:
                 hook()
@@ -155,7 +155,7 @@ class CensusRunner:
     async def run(self) -> None:
         """Census and hooks every ``interval_seconds`` until cancelled. Never raises otherwise."""
         while self.active:
-            self._run_hooks()
+            self.run_hooks()
             try:
                 await self.census_async()
             except Exception:  # never into the application
@@ -165,17 +165,17 @@ class CensusRunner:
     def run_blocking(self, stop: threading.Event) -> None:
         """The thread variant of :meth:`run`, for applications without a known loop."""
         while self.active and not stop.is_set():
-            self._run_hooks()
+            self.run_hooks()
             try:
                 result: CensusResult | None = None
-                for step in self._steps():
+                for step in self.steps():
                     if stop.is_set():
                         return
                     if step is None:
                         time.sleep(0)  # releases the GIL so the application's threads run
                     result = step
                 if result is not None:
-                    self._publish(result)
+                    self.publish(result)
             except Exception:
                 logger.exception("gc class census failed")
             stop.wait(self.interval_seconds)

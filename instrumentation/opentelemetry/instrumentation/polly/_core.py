@@ -2,11 +2,11 @@
 
 :class:`Telemetry` is what :class:`PollyInstrumentor` and ``setup.start_telemetry`` build. The
 loop-side work (census, RSS sampling, gc pause draining) runs in
-:meth:`Telemetry.run`: awaited by an owner of the application's (polly's supervisor), or run by
-:meth:`start` on the given event loop as a task the session owns (``_loop_task``), or on a daemon
-thread when there is neither; asyncio tasks are counted on each known loop (``_tasks``).
-:meth:`stop` (any thread) silences every callback (the SDK cannot delete instruments) and ends the
-loop-side work; :meth:`aclose` also awaits the task's end. Sessions made :func:`fork_aware` restart
+:meth:`Telemetry.run`, awaited by an owner of the application's (polly's supervisor); or
+:meth:`start` drives it on the given event loop by loop callbacks (``_loop_driver``: no task of its
+own), or runs it on a daemon thread when there is neither; asyncio tasks are counted on each known
+loop (``_tasks``). :meth:`stop` (any thread) silences every callback (the SDK cannot delete
+instruments) and ends the loop-side work, joining the thread. Sessions made :func:`fork_aware` restart
 in forked children (``os.register_at_fork``).
 """
 
@@ -29,7 +29,7 @@ from opentelemetry.instrumentation.polly._filter import FilteredMeter
 from opentelemetry.instrumentation.polly._gateway import GatewaySignals
 from opentelemetry.instrumentation.polly._gc import GcSignals
 from opentelemetry.instrumentation.polly._leaks import RssGrowth
-from opentelemetry.instrumentation.polly._loop_task import LoopTask
+from opentelemetry.instrumentation.polly._loop_driver import LoopDriver
 from opentelemetry.instrumentation.polly._pools import PoolSignals
 from opentelemetry.instrumentation.polly._process import ProcessSignals
 from opentelemetry.instrumentation.polly._tasks import TaskSignals
@@ -69,7 +69,7 @@ class Telemetry:
         self.gateways = GatewaySignals(meter, sources)
         self.census.hooks.extend([self.process.sample_rss, self.gc.drain])
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._loop_task = LoopTask("polly-telemetry")
+        self._driver = LoopDriver(self.census, self.tasks.watch)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.stopped = False
@@ -83,8 +83,8 @@ class Telemetry:
         await self.census.run()
 
     def start(self, loop: asyncio.AbstractEventLoop | None, *, thread_fallback: bool = True) -> None:
-        """Run :meth:`run` on ``loop`` as a task of its own (thread-safe), or on a daemon thread when
-        ``loop`` is None.
+        """Drive the loop-side work on ``loop`` by its callbacks (thread-safe), or run it on a daemon
+        thread when ``loop`` is None.
 
         With ``thread_fallback=False`` and no loop nothing is scheduled: the owner awaits :meth:`run`.
         """
@@ -110,7 +110,7 @@ class Telemetry:
             self._stop = threading.Event()
         self.loop = loop
         if not self.stopped:
-            self._loop_task.start(loop, self.run)  # a task on an earlier loop is ended
+            self._driver.start(loop)  # the driving of an earlier loop ends
 
     def restart(self, loop: asyncio.AbstractEventLoop | None, *, thread_fallback: bool = True) -> None:
         """Resume after :meth:`stop` (instruments cannot be created twice on one MeterProvider)."""
@@ -137,20 +137,22 @@ class Telemetry:
         self.pools.close()
         _discovery.remove_sink(self.pools)
         _tasks.unwatch_all_loops(self.tasks)
+        self.tasks.close()
         self._stop.set()
-        self._loop_task.cancel()
+        self._driver.cancel()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
 
     async def aclose(self) -> None:
-        """:meth:`stop`, then await the end of the loop-side task (on its loop; elsewhere bounded)."""
+        """:meth:`stop` from a coroutine (nothing of the session is left to await: the loop-side
+        work is loop callbacks, the thread is joined)."""
         self.stop()
-        await self._loop_task.aclose()
 
     @property
-    def task(self) -> asyncio.Task[None] | None:
-        """The loop-side task while it runs (None when run by an owner, on a thread, or ended)."""
-        return self._loop_task.task
+    def driven_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop whose callbacks run the loop-side work (None when run by an owner, on a thread,
+        or stopped)."""
+        return self._driver.loop
 
     def discover(self) -> None:
         """Report every SQLAlchemy engine, redis-py pool and asyncio loop, now and later (zero-code)."""

@@ -16,7 +16,7 @@ Zero-code (``opentelemetry-instrument python app.py``) finds it through the
     PollyInstrumentor().register_redis_pool(pool, name=None)
     PollyInstrumentor().register_loop(loop)                       # move the census onto a loop
     PollyInstrumentor().uninstrument()                            # every callback goes silent
-    await PollyInstrumentor().aclose()          # the same, awaiting the loop-side task's end
+    await PollyInstrumentor().aclose()          # the same, from a coroutine
 
 Every SQLAlchemy engine, redis-py pool and asyncio or uvloop loop is found without these calls
 (``_discovery``, ``_tasks``); the ``register_*`` calls remain for a name of your choosing and for
@@ -133,7 +133,7 @@ class PollyInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             self._telemetry = None
 
     async def aclose(self) -> None:
-        """:meth:`uninstrument`, then await the end of the loop-side task (on its loop)."""
+        """:meth:`uninstrument` from a coroutine."""
         telemetry = self._telemetry
         if self.is_instrumented_by_opentelemetry:
             self.uninstrument()

@@ -22,6 +22,7 @@ Task names ever reported are capped (``MAX_TASK_NAMES``); later ones count as ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import weakref
@@ -59,6 +60,8 @@ class TaskSignals:
             weakref.WeakKeyDictionary()
         )
         self._loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+        # each watched loop's next sample (at most MAX_LOOPS): cancelled by close()
+        self._timers: dict[asyncio.AbstractEventLoop, asyncio.TimerHandle] = {}
         meter.create_observable_up_down_counter(
             "polly.task.count", [self._observe_count], unit="{task}", description="Live tasks by name"
         )
@@ -93,13 +96,25 @@ class TaskSignals:
         with self._lock:
             self._loops.discard(loop)
             self._samples.pop(loop, None)
+            self._timers.pop(loop, None)
+
+    def close(self) -> None:
+        """Cancel every loop's next sample (any thread); :meth:`watch` starts sampling again."""
+        with self._lock:
+            timers, self._timers = self._timers, {}
+            self._loops = weakref.WeakSet()
+        for loop, timer in timers.items():
+            with contextlib.suppress(RuntimeError):  # closed: the timer never runs anyway
+                loop.call_soon_threadsafe(timer.cancel)
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         if not self.active:
             self._forget(loop)
             return
         self.sample(loop)
-        loop.call_later(self.sample_interval_seconds, self._tick, loop)
+        with self._lock:
+            if loop in self._loops:
+                self._timers[loop] = loop.call_later(self.sample_interval_seconds, self._tick, loop)
 
     def sample(self, loop: asyncio.AbstractEventLoop) -> None:
         """Count ``loop``'s tasks by coroutine name now (call on ``loop``'s thread)."""

@@ -43,9 +43,8 @@ The handle (:class:`TelemetryHandle`):
 * ``handle.meter_provider``: the SDK MeterProvider (``None`` when disabled).
 * ``handle.shutdown(timeout_seconds=5.0)``: stop every signal, flush once (bounded by the timeout
   even with the collector down), stop the scrape server. Idempotent, from any thread.
-* ``await handle.aclose(timeout_seconds=5.0)``: the same from a coroutine: the loop-side task is
-  cancelled and awaited (on its loop; from another loop, waited for up to 5 s), then the flush runs
-  off the event loop. Idempotent.
+* ``await handle.aclose(timeout_seconds=5.0)``: the same from a coroutine, the flush off the event
+  loop. Idempotent.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The loop-side task has an owner: kept, its end observed, awaited by ``aclose``; nothing is logged
-when an application's ``asyncio.run`` ends without closing it, or when its loop is closed."""
+"""The loop-side work on an application's loop is loop callbacks, not a task: the instrumentation
+starts no task, stop ends it from any thread, and nothing is logged when an application's
+``asyncio.run`` ends without closing it or its loop is closed."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import gc
 import logging
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
 from opentelemetry.instrumentation.polly import PollyInstrumentor
+from opentelemetry.instrumentation.polly._census import CensusResult
 from opentelemetry.instrumentation.polly._core import Telemetry
 from opentelemetry.instrumentation.polly.setup import TelemetryHandle, start_telemetry
 from opentelemetry.sdk.metrics import MeterProvider
@@ -22,13 +24,13 @@ from polly.stats import StatsRegistry
 from polly.telemetry_source import PollyStatsSource
 from tests.instrumentation.helpers import collect, new_provider
 
-NAME = "polly-telemetry"
 #: What asyncio logs for a task nobody owns.
 UNOWNED = ("never retrieved", "destroyed but it is pending", "was never awaited")
 
 
-def _ours() -> list[asyncio.Task[object]]:
-    return [t for t in asyncio.all_tasks() if t.get_name() == NAME]
+def _others() -> list[asyncio.Task[object]]:
+    """The tasks on this loop besides the running one: the instrumentation must add none."""
+    return [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
 
 
 async def _first_census(telemetry: Telemetry) -> None:
@@ -37,6 +39,13 @@ async def _first_census(telemetry: Telemetry) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("no census within 5 s")
+
+
+async def _settled(telemetry: Telemetry) -> int:
+    """The census count after a while longer than the census takes to run again."""
+    telemetry.census.interval_seconds = 0.01
+    await asyncio.sleep(0.1)
+    return telemetry.census.censuses
 
 
 @pytest.fixture
@@ -60,36 +69,48 @@ def _handle(stats_registry: StatsRegistry, *, run_by_owner: bool = False) -> Tel
     return handle
 
 
-def test_aclose_awaits_the_task_in_a_plain_asyncio_run_app(
+def test_a_plain_asyncio_run_app_gets_censuses_and_no_task(
     stats_registry: StatsRegistry, quiet: list[warnings.WarningMessage], caplog: pytest.LogCaptureFixture
 ) -> None:
     seen: dict[str, object] = {}
 
     async def main() -> None:
-        handle = _handle(stats_registry)  # a loop runs: the handle's own task, as zero-code
+        handle = _handle(stats_registry)  # a loop runs: driven by its callbacks, as zero-code
         assert handle.telemetry is not None
-        (task,) = _ours()
-        assert handle.telemetry.task is task
+        assert handle.telemetry.driven_loop is asyncio.get_running_loop()
         await _first_census(handle.telemetry)
+        seen["tasks"] = _others()
         await handle.aclose()
-        seen["done"] = task.done()
-        seen["left"] = _ours()
-        seen["task"] = task
+        seen["loop"] = handle.telemetry.driven_loop
         seen["censuses"] = handle.telemetry.census.censuses
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
         seen["later"] = handle.telemetry.census.censuses
 
     asyncio.run(main())
-    assert seen["done"] is True  # ended when aclose returned: awaited, not only asked to stop
-    assert seen["left"] == []
-    task = seen["task"]
-    assert isinstance(task, asyncio.Task)
-    assert task.cancelled()
+    assert seen["tasks"] == []  # the census ran without a task of its own
+    assert seen["loop"] is None
     assert seen["later"] == seen["censuses"]  # nothing after the close
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
-def test_instrumentor_aclose_awaits_the_task_on_its_loop(
+def test_the_census_keeps_running_on_the_loop_until_stopped(
+    telemetry: Telemetry, quiet: list[warnings.WarningMessage]
+) -> None:
+    telemetry.census.interval_seconds = 0.01
+
+    async def main() -> None:
+        telemetry.attach_loop(asyncio.get_running_loop())
+        await _first_census(telemetry)
+        before = telemetry.census.censuses
+        assert await _settled(telemetry) > before  # again every interval_seconds
+        telemetry.stop()
+        after = telemetry.census.censuses
+        assert await _settled(telemetry) == after
+
+    asyncio.run(main())
+
+
+def test_instrumentor_aclose_stops_the_loop_side_work(
     stats_registry: StatsRegistry, quiet: list[warnings.WarningMessage]
 ) -> None:
     async def main() -> None:
@@ -97,13 +118,15 @@ def test_instrumentor_aclose_awaits_the_task_on_its_loop(
         instrumentor = PollyInstrumentor()
         instrumentor.instrument(meter_provider=provider, sources=[PollyStatsSource(stats_registry)])
         try:
-            (task,) = _ours()
-            await asyncio.sleep(0)  # it started
+            telemetry = instrumentor.telemetry
+            assert telemetry is not None
+            await _first_census(telemetry)
+            assert _others() == []
             await instrumentor.aclose()
-            assert task.done()  # nothing else yielded to the loop: aclose itself awaited it
-            assert task.cancelled()
-            assert _ours() == []
             assert instrumentor.telemetry is None
+            assert telemetry.driven_loop is None
+            stopped = telemetry.census.censuses
+            assert await _settled(telemetry) == stopped
             await instrumentor.aclose()  # idempotent
         finally:
             provider.shutdown()
@@ -114,139 +137,129 @@ def test_instrumentor_aclose_awaits_the_task_on_its_loop(
 def test_asyncio_run_ending_without_aclose_logs_nothing(
     stats_registry: StatsRegistry, quiet: list[warnings.WarningMessage], caplog: pytest.LogCaptureFixture
 ) -> None:
-    seen: dict[str, asyncio.Task[object]] = {}
-
     async def main() -> TelemetryHandle:
         handle = _handle(stats_registry)
         assert handle.telemetry is not None
-        (seen["task"],) = _ours()
         await _first_census(handle.telemetry)
-        return handle  # asyncio.run cancels what remains: the telemetry task among them
+        return handle  # the loop ends with the next census callback scheduled
 
     handle = asyncio.run(main())
     try:
-        assert seen["task"].cancelled()
-        assert handle.telemetry is not None
-        assert handle.telemetry._loop_task._task is None  # its end was observed: no reference left
         assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
     finally:
         handle.shutdown()
 
 
-def test_an_error_in_the_task_is_logged_once(
+def test_a_failing_census_is_logged_and_the_next_one_still_runs(
     telemetry: Telemetry, quiet: list[warnings.WarningMessage], caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def broken() -> None:
-        raise RuntimeError("census broke")
+    calls: list[int] = []
+    steps = telemetry.census.steps
 
-    telemetry.census.run = broken  # type: ignore[method-assign]
+    def broken_once() -> Generator[CensusResult | None, None, None]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("census broke")
+        return steps()
+
+    telemetry.census.steps = broken_once  # type: ignore[method-assign]
+    telemetry.census.interval_seconds = 0.01
 
     async def main() -> None:
         telemetry.attach_loop(asyncio.get_running_loop())
-        (task,) = _ours()
-        await asyncio.wait([task])
+        await _first_census(telemetry)
+        telemetry.stop()
 
     asyncio.run(main())
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert [r.getMessage() for r in errors] == [
-        f"{NAME} ended with an error; no more loop-side work on this loop"
-    ]
+    assert [r.getMessage() for r in errors] == ["gc class census failed"]
     assert errors[0].exc_info is not None
     assert "census broke" in str(errors[0].exc_info[1])
+    assert len(calls) >= 2
 
 
-def test_stop_from_another_thread_ends_the_task(
+def test_stop_from_another_thread_ends_the_loop_side_work(
     stats_registry: StatsRegistry, quiet: list[warnings.WarningMessage]
 ) -> None:
     async def main() -> None:
         handle = _handle(stats_registry)
         assert handle.telemetry is not None
-        (task,) = _ours()
         await _first_census(handle.telemetry)
         stopper = threading.Thread(target=handle.shutdown)
         stopper.start()
         await asyncio.to_thread(stopper.join, 10)
         assert not stopper.is_alive()
-        await asyncio.wait([task], timeout=5)
-        assert task.cancelled()
-        assert _ours() == []
+        assert handle.telemetry.driven_loop is None
+        stopped = handle.telemetry.census.censuses
+        assert await _settled(handle.telemetry) == stopped
+        assert _others() == []
         await handle.aclose()  # after shutdown: nothing left, returns at once
 
     asyncio.run(main())
 
 
-def test_a_start_stopped_from_another_thread_before_it_runs_creates_nothing(
+def test_a_start_stopped_from_another_thread_before_it_runs_does_nothing(
     telemetry: Telemetry, quiet: list[warnings.WarningMessage]
 ) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
 
-        def elsewhere() -> None:  # the creation is scheduled on the loop, then cancelled at once
+        def elsewhere() -> None:  # the start is scheduled on the loop, then cancelled at once
             telemetry.attach_loop(loop)
             telemetry.stop()
 
         await asyncio.to_thread(elsewhere)
-        for _ in range(5):
-            await asyncio.sleep(0)
-        assert _ours() == []
-        assert telemetry.task is None
+        await asyncio.sleep(0.1)
+        assert telemetry.census.censuses == 0
+        assert telemetry.driven_loop is None
 
     asyncio.run(main())
 
 
-def test_aclose_from_another_loop_waits_for_the_task(
+def test_aclose_from_another_loop_stops_the_work_on_the_applications_loop(
     telemetry: Telemetry, quiet: list[warnings.WarningMessage]
 ) -> None:
-    ready = threading.Event()
-    seen: dict[str, bool] = {}
+    ready, closed = threading.Event(), threading.Event()
+    seen: dict[str, int] = {}
 
     async def app() -> None:
         telemetry.attach_loop(asyncio.get_running_loop())
-        (task,) = _ours()
-        await _first_census(telemetry)  # it runs: only a cancellation ends it now
+        await _first_census(telemetry)
         ready.set()
-        await asyncio.wait([task], timeout=10)
-        seen["cancelled"] = task.cancelled()
+        await asyncio.to_thread(closed.wait, 10)
+        seen["stopped"] = telemetry.census.censuses
+        seen["later"] = await _settled(telemetry)
 
     app_thread = threading.Thread(target=asyncio.run, args=(app(),))
     app_thread.start()
     assert ready.wait(10)
-
-    async def closer() -> None:
-        await telemetry.aclose()
-        seen["ended_at_return"] = telemetry.task is None
-
-    asyncio.run(closer())
+    asyncio.run(telemetry.aclose())
+    closed.set()
     app_thread.join(10)
-    assert seen == {"ended_at_return": True, "cancelled": True}
+    assert seen["later"] == seen["stopped"]
 
 
-def test_a_loop_closed_with_the_task_pending_ends_it(
+def test_a_loop_closed_while_driven_logs_nothing(
     telemetry: Telemetry, quiet: list[warnings.WarningMessage]
 ) -> None:
     loop = asyncio.new_event_loop()
-    telemetry.attach_loop(loop)  # no asyncio.run: nothing will cancel the task before close
+    telemetry.attach_loop(loop)  # no asyncio.run: nothing cancels anything before close
     loop.run_until_complete(asyncio.sleep(0.05))
-    task = telemetry.task
-    assert task is not None
-    assert not task.done()
-    loop.close()
-    assert telemetry.task is None  # ended at close
-    coro = task.get_coro()
-    assert coro is not None
-    assert getattr(coro, "cr_frame", None) is None  # its coroutine is closed: it never runs again
-    del task, coro
-    telemetry.stop()  # after the close: nothing left to cancel, no error
+    assert telemetry.census.censuses >= 1
+    assert asyncio.all_tasks(loop) == set()
+    loop.close()  # the next census callback is simply never run
+    telemetry.stop()  # after the close: nothing to cancel there, no error
 
 
 async def test_stop_during_a_census_records_nothing_after(
     telemetry: Telemetry, provider: tuple[MeterProvider, InMemoryMetricReader]
 ) -> None:
     telemetry.census.chunk_size = 500  # many slices, so stop lands inside one census
-    async with asyncio.TaskGroup() as group:
-        group.create_task(telemetry.census.census_async())
-        await asyncio.sleep(0)
-        telemetry.stop()
+    telemetry.attach_loop(asyncio.get_running_loop())
+    for _ in range(3):
+        await asyncio.sleep(0)  # a few slices in
+    telemetry.stop()
+    await asyncio.sleep(0.1)
     assert telemetry.census.latest is None
     assert telemetry.census.censuses == 0
     assert "polly.gc.census.duration" not in collect(provider[1])
@@ -256,13 +269,11 @@ async def test_run_by_owner_schedules_nothing_and_the_owner_awaits_run(stats_reg
     handle = _handle(stats_registry, run_by_owner=True)
     assert handle.telemetry is not None
     try:
-        assert _ours() == []
-        assert handle.telemetry.task is None
+        assert handle.telemetry.driven_loop is None
         async with asyncio.TaskGroup() as group:
             owned = group.create_task(handle.run(), name="owner")
             await _first_census(handle.telemetry)
             owned.cancel()
         assert owned.cancelled()
-        assert _ours() == []
     finally:
         await handle.aclose()
