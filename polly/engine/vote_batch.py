@@ -32,12 +32,22 @@ the batch is applied.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, cast
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, insert, or_, select, tuple_, update
+from sqlalchemy import (
+    Table,
+    bindparam,
+    delete,
+    insert,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from polly.db.models import Poll, Vote
@@ -117,43 +127,42 @@ async def _polls(conn: AsyncConnection, message_ids: Sequence[str]) -> dict[str,
     return out
 
 
+#: SQLite's read of exactly the given (poll, user) pairs: one statement whatever their number, a
+#: JSON array of pairs, each looked up through the votes index (SQLite keeps a CROSS JOIN's order).
+#: SQLite answers a row-value ``IN`` by scanning the whole table, and an ``IN`` list would compile,
+#: and cache in each connection's statement cache, one statement per list length.
+_SQLITE_PAIRS = text(
+    "SELECT votes.id, votes.poll_id, votes.user_id, votes.option_index, votes.voted_at "
+    "FROM json_each(:pairs) AS pair CROSS JOIN votes "
+    "ON votes.poll_id = json_extract(pair.value, '$[0]') AND votes.user_id = json_extract(pair.value, '$[1]')"
+).columns(**{n: _VOTES.c[n].type for n in ("id", "poll_id", "user_id", "option_index", "voted_at")})
+
+
 async def _votes(
     conn: AsyncConnection, pairs: Sequence[tuple[int, str]]
 ) -> dict[tuple[int, str], _UserVotes]:
-    """The votes of exactly these (poll, user) pairs, read through the votes index."""
+    """The votes of exactly these (poll, user) pairs, read through the votes index (PostgreSQL and
+    MariaDB use it for the row-value ``IN``; SQLite gets :data:`_SQLITE_PAIRS`)."""
     state: dict[tuple[int, str], _UserVotes] = {}
     c = _VOTES.c
-    per_poll = conn.dialect.name == "sqlite"
-    for start in range(0, len(pairs), _IN_CHUNK // 2):
-        chunk = pairs[start : start + _IN_CHUNK // 2]
-        stmt = select(c.id, c.poll_id, c.user_id, c.option_index, c.voted_at).where(
-            _pairs_in(chunk, per_poll=per_poll)
-        )
-        for vote_id, poll_id, user_id, option, voted_at in await conn.execute(stmt):
+    if conn.dialect.name == "sqlite":
+        results = [await conn.execute(_SQLITE_PAIRS, {"pairs": json.dumps([list(p) for p in pairs])})]
+    else:
+        results = [
+            await conn.execute(
+                select(c.id, c.poll_id, c.user_id, c.option_index, c.voted_at).where(
+                    tuple_(c.poll_id, c.user_id).in_(pairs[start : start + _IN_CHUNK // 2])
+                )
+            )
+            for start in range(0, len(pairs), _IN_CHUNK // 2)
+        ]
+    for result in results:
+        for vote_id, poll_id, user_id, option, voted_at in result:
             votes = state.setdefault((int(poll_id), str(user_id)), _UserVotes())
             votes.options[int(option)] = (*votes.options.get(int(option), ()), int(vote_id))
             if isinstance(voted_at, datetime):
                 votes.voted_at[int(option)] = max(voted_at, votes.voted_at.get(int(option), voted_at))
     return state
-
-
-def _pairs_in(pairs: Sequence[tuple[int, str]], *, per_poll: bool) -> ColumnElement[bool]:
-    """``(poll_id, user_id) IN (…)``, or on SQLite ``(poll_id = ? AND user_id IN (…)) OR …``: SQLite
-    answers a row-value ``IN`` by scanning the whole votes table, each per-poll term with an index
-    search (PostgreSQL and MariaDB use the index for the row-value form).
-
-    The terms are padded to a power of two (the last one repeated) so that batches share a few
-    compiled statements instead of caching one per number of polls.
-    """
-    c = _VOTES.c
-    if not per_poll:
-        return tuple_(c.poll_id, c.user_id).in_(pairs)
-    users: dict[int, list[str]] = {}
-    for poll_id, user_id in pairs:
-        users.setdefault(poll_id, []).append(user_id)
-    terms = [and_(c.poll_id == poll_id, c.user_id.in_(ids)) for poll_id, ids in users.items()]
-    terms += terms[-1:] * ((1 << (len(terms) - 1).bit_length()) - len(terms))
-    return or_(*terms)
 
 
 def _stale(votes: _UserVotes, command: VoteCommand, options: object) -> bool:
