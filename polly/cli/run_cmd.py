@@ -23,18 +23,42 @@ def configure_logging(level: str) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("discord").setLevel(max(logging.INFO, getattr(logging, level)))
-    # SQLAlchemy's pool logs every dispose at INFO, and at ERROR a rollback cut short by a task
-    # cancelled at shutdown (the connection is invalidated, nothing is lost): keep warnings only,
-    # without the expected cancellations.
-    for name in ("sqlalchemy.pool", "polly.db.pool"):
-        pool_logger = logging.getLogger(name)
-        pool_logger.setLevel(max(logging.WARNING, getattr(logging, level)))
-        pool_logger.addFilter(_not_a_cancellation)
+    # SQLAlchemy's pool logs every dispose at INFO, and at ERROR with a traceback a reset cut short
+    # (a rollback interrupted by a task cancelled at shutdown, or a connection garbage-collected
+    # after its loop closed): the connection is discarded, nothing is lost. Keep warnings, drop the
+    # expected cancellations, and say the rest in one line.
+    # The pool's records come from per-class child loggers (sqlalchemy.pool.impl.QueuePool), which
+    # a filter on the parent never sees: the filter sits on the handlers.
+    for name in POOL_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, getattr(logging, level)))
+    for handler in logging.getLogger().handlers:
+        if pool_record not in handler.filters:
+            handler.addFilter(pool_record)
 
 
-def _not_a_cancellation(record: logging.LogRecord) -> bool:
+#: The loggers of SQLAlchemy's pool and of polly's pool class, and their children.
+POOL_LOGGERS = ("sqlalchemy.pool", "polly.db.pool")
+
+
+def pool_record(record: logging.LogRecord) -> bool:
+    """The connection pool's records as polly logs them: a cancellation is dropped, any other
+    exception becomes one warning line naming its type (a driver's message can quote a statement's
+    parameters, so it is not repeated). Records of other loggers pass unchanged."""
+    if not record.name.startswith(POOL_LOGGERS):
+        return True
     exc = record.exc_info[1] if record.exc_info else None
-    return not isinstance(exc, asyncio.CancelledError)
+    if isinstance(exc, asyncio.CancelledError):
+        return False
+    if exc is not None:
+        record.msg = (
+            "a pooled connection failed while being reset or closed (%s) and was discarded; nothing is lost"
+        )
+        record.args = (type(exc).__name__,)
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno = logging.WARNING
+        record.levelname = logging.getLevelName(logging.WARNING)
+    return True
 
 
 @click.command()
