@@ -3,9 +3,9 @@ it lost since then (a batch given up, a full queue's shed, whose and when).
 
 The reconciler asks it two questions. :meth:`Missed.may_have_missed`: could an event of this user
 on this message, newer than their recorded vote, have passed this replica by? If not, a reaction
-for another option is older than the vote (a leftover). :meth:`Missed.newest_shed_adds` and
-:meth:`Missed.shed_events`: the events a full queue shed, kept per user (:class:`ShedActs`), which
-a repair applies as the events they were.
+for another option is older than the vote (a leftover). :meth:`Missed.newest_shed_adds`,
+:meth:`Missed.shed_additions` and :meth:`Missed.shed_events`: the events a full queue shed, kept per
+user (:class:`ShedActs`), which a repair applies as the events they were.
 
 Bounded: lost times for ``max_messages`` messages and shed acts of ``max_users`` (message, user)
 pairs, each for an hour; a message pushed out of the shed record counts as lost for everyone from
@@ -111,10 +111,37 @@ class Missed:
                 newest[user_id] = (acts.last_add, acts.last_add_at)
         return newest
 
-    def shed_events(self, poll: PollView, voted_at: Mapping[int, datetime]) -> list[ReactionEvent]:
+    def shed_additions(self, poll: PollView, recorded: Mapping[int, set[int]]) -> list[ReactionEvent]:
+        """On an anonymous multiple-choice poll, the adds this replica shed of options the user has
+        no vote for, in the order they were taken in: there every add is a vote, since a removal
+        never un-votes (the bot's own removals echo back as removals), so a shed add counts whether
+        or not its reaction is still on the message. A user gets no more than ``max_choices`` leaves
+        room for, the first taken in (the vote rules would refuse the rest and remove a reaction
+        that may be long gone, at every repair)."""
+        message = poll.message_id
+        if message is None or not (poll.multiple_choice and poll.anonymous):
+            return []
+        adds = []
+        for user, shed in self._lost_acts.get(message, {}).items():
+            have = recorded.get(user, set())
+            mine = [(at, user, emoji) for emoji, at in shed.adds
+                    if (option := poll.option_for(emoji)) is not None and option not in have]  # fmt: skip
+            room = len(mine) if poll.max_choices is None else max(0, poll.max_choices - len(have))
+            adds += sorted(mine)[:room]  # the first taken in: as the vote rules would have taken them
+        return [
+            ReactionEvent("add", poll.server_id, poll.channel_id, message, user, emoji, is_bot=False,
+                          received_at=at)
+            for at, user, emoji in sorted(adds)
+        ]  # fmt: skip
+
+    def shed_events(
+        self, poll: PollView, voted_at: Mapping[int, datetime], recorded: Mapping[int, set[int]] | None = None
+    ) -> list[ReactionEvent]:
         """What this replica shed of ``poll``, as the events they were: on a single-choice poll each
-        user's latest add newer than the vote, on a multiple-choice one each user's latest act per
-        emoji, in the order they were taken in (the vote rules skip what a newer vote decided)."""
+        user's latest add newer than the vote, on an anonymous multiple-choice one every shed add of
+        an option not recorded (:meth:`shed_additions`), on another multiple-choice one each user's
+        latest act per emoji, in the order they were taken in (the vote rules skip what a newer
+        vote decided)."""
         message = poll.message_id
         if message is None:
             return []
@@ -123,6 +150,8 @@ class Missed:
             return ReactionEvent("add" if kind == "add" else "remove", poll.server_id, poll.channel_id,
                                  message, user, emoji, is_bot=False, received_at=at)  # fmt: skip
 
+        if poll.multiple_choice and poll.anonymous:
+            return self.shed_additions(poll, recorded or {})
         if poll.multiple_choice:
             acts = [(at, user, kind, emoji) for user, shed in self._lost_acts.get(message, {}).items()
                     for emoji, kind, at in shed.acts]  # fmt: skip

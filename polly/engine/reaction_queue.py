@@ -66,6 +66,9 @@ class ShedActs:
     last_add_at: dt.datetime | None = None
     #: per emoji (at most 20, a message's reaction limit), the latest shed act: (emoji, kind, when)
     acts: tuple[tuple[str, str, dt.datetime], ...] = ()
+    #: per emoji (at most 20), the latest shed *add*: (emoji, when). On an anonymous multiple-choice
+    #: poll every add is a vote (a removal never un-votes), even one whose reaction was taken back.
+    adds: tuple[tuple[str, dt.datetime], ...] = ()
 
     def merged(self, other: ShedActs | None) -> ShedActs:
         """What both records say (either may be the older)."""
@@ -77,7 +80,11 @@ class ShedActs:
             if act[0] not in latest or act[2] >= latest[act[0]][2]:
                 latest[act[0]] = act
         acts = tuple(sorted(latest.values(), key=lambda a: a[2])[-MAX_SHED_EMOJIS:])
-        return ShedActs(max(self.at, other.at), newer_add.last_add, newer_add.last_add_at, acts)
+        added: dict[str, dt.datetime] = {}
+        for emoji, at in (*other.adds, *self.adds):
+            added[emoji] = max(at, added.get(emoji, at))
+        adds = tuple(sorted(added.items(), key=lambda a: a[1])[-MAX_SHED_EMOJIS:])
+        return ShedActs(max(self.at, other.at), newer_add.last_add, newer_add.last_add_at, acts, adds)
 
 
 #: shed acts remembered per user and message: one per emoji, as many as a message takes reactions
@@ -169,8 +176,9 @@ class ReactionEventQueue:
         else:
             added = event.kind == "add"
             acts = ShedActs(
-                at, event.emoji if added else None, at if added else None, ((event.emoji, event.kind, at),)
-            )
+                at, event.emoji if added else None, at if added else None, ((event.emoji, event.kind, at),),
+                ((event.emoji, at),) if added else (),
+            )  # fmt: skip
         users[event.user_id] = acts.merged(users.get(event.user_id))
 
     def take_shed(self) -> ShedRecord:

@@ -340,8 +340,8 @@ class Reconciler:
             await remover.remove_now((poll.channel_id, poll.message_id, emoji, user))
         # A shed add is an event as Discord sent it, ordered against the votes by when it was taken
         # in; it is not a view of the message that a later event makes stale (a reaction taken back
-        # afterwards does not change a single-choice vote).
-        replays = [e for e in events if e.user_id in shed_adds]
+        # afterwards changes neither a single-choice vote nor an anonymous multiple-choice one).
+        replays = [e for e in events if e.user_id in shed_adds] + self.missed.shed_additions(poll, recorded)
         read = [e for e in events if e.user_id not in shed_adds]
         outcomes = await self._votes.apply_events(replays, inline=True) if replays else []
         if read:
@@ -356,11 +356,12 @@ class Reconciler:
     async def _replay_shed_adds(self, poll: PollView, report: ReconcileReport) -> None:
         """With its message not found (deleted, or a transient 404), a poll still gets what this
         replica shed, as the events they were (not a reading of the message): on a single-choice
-        poll each user's latest add newer than the vote, on a multiple-choice one each user's latest
-        act per emoji, in the order they were taken in (the vote rules skip what a newer vote
-        already decided)."""
-        _, voted_at = await self._store.votes_with_times(poll.id)
-        events = self.missed.shed_events(poll, voted_at)
+        poll each user's latest add newer than the vote, on an anonymous multiple-choice one every
+        add of an option not recorded, on another multiple-choice one each user's latest act per
+        emoji, in the order they were taken in (the vote rules skip what a newer vote already
+        decided)."""
+        recorded, voted_at = await self._store.votes_with_times(poll.id)
+        events = self.missed.shed_events(poll, voted_at, recorded)
         if events:
             for outcome in await self._votes.apply_events(events, inline=True):
                 report.votes_added += outcome is not None and outcome.changed

@@ -18,6 +18,9 @@ not; the bot removes reactions) bot removes recorded ones)       change of mind)
 multiple choice, anonymous      an addition not yet recorded     that option is added (within
 (the bot removes reactions)                                      ``max_choices``); nothing is ever
                                                                  removed; the reaction is removed
+                                                                 (the reconciler also replays every
+                                                                 add its queue shed: a removal
+                                                                 never un-votes here)
 =============================== ================================ ====================================
 
 A single-choice user showing several unrecorded reactions gets the last of them in the poll's

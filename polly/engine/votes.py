@@ -104,8 +104,14 @@ class _Stamps:
         self._stamps: dict[tuple[int, int, str], float] = {}
         self._maxsize, self._ttl = maxsize, ttl
 
+    @property
+    def ttl(self) -> float:
+        return self._ttl
+
     def put(self, key: tuple[int, int, str], stamp: float) -> None:
-        self._stamps.pop(key, None)  # re-inserted last: the dict stays ordered by stamp
+        """Stamp ``key`` (never earlier than it was): re-inserted last, so the dict stays ordered by
+        when keys were stamped, which is roughly by stamp (a stamp is when its event was taken in)."""
+        stamp = max(stamp, self._stamps.pop(key, stamp))
         self._stamps[key] = stamp
         stamps = self._stamps
         while stamps and (len(stamps) > self._maxsize or next(iter(stamps.values())) <= stamp - self._ttl):
@@ -220,7 +226,7 @@ class VoteProcessor:
     ) -> tuple[list[tuple[int, ReactionEvent]], list[VoteOutcome | None]]:
         """The events to apply (not bots', not superseded repairs), with their indexes in ``events``."""
         bot = self._bot_id()
-        now_mono = self._monotonic()
+        now_mono, now = self._monotonic(), self._clock()
         accepted: list[tuple[int, ReactionEvent]] = []
         for i, event in enumerate(events):
             self.stats.events += 1
@@ -231,9 +237,21 @@ class VoteProcessor:
                 continue
             key = (event.message_id, event.user_id, event.emoji)
             if observed_at is None:
-                (self._removed_at if event.kind == "remove" else self._added_at).put(key, now_mono)
+                stamps = self._removed_at if event.kind == "remove" else self._added_at
+                stamps.put(key, self._taken_in(event, now_mono, now, stamps.ttl))
             accepted.append((i, event))
         return accepted, [None] * len(events)
+
+    @staticmethod
+    def _taken_in(event: ReactionEvent, now_mono: float, now: datetime, horizon: float) -> float:
+        """When ``event`` was taken in, in monotonic seconds: its wait in the queues is taken off, so
+        an event taken in before a repair read the message (whose reactions then show it) does not
+        overrule that read, however late it is applied. A wait that is negative or past ``horizon``
+        (another clock's stamp) counts as none."""
+        if event.received_at is None:
+            return now_mono
+        waited = (now - event.received_at).total_seconds()
+        return now_mono - waited if 0.0 <= waited <= horizon else now_mono
 
     async def _after(self, event: ReactionEvent, outcome: VoteOutcome, *, inline: bool) -> None:
         self.stats.count(outcome.action)

@@ -43,10 +43,14 @@ def test_a_full_queue_records_whose_events_it_shed_and_when() -> None:
     shed = queue.take_shed()
     assert shed.messages == {
         2: {
-            USER: ShedActs(later, "🇦", later, (("🇧", "add", T0), ("🇦", "add", later))),
-            OTHER: ShedActs(later, "🇦", later, (("🇦", "add", later), ("🇧", "remove", later))),
+            USER: ShedActs(
+                later, "🇦", later, (("🇧", "add", T0), ("🇦", "add", later)), (("🇧", T0), ("🇦", later))
+            ),
+            OTHER: ShedActs(
+                later, "🇦", later, (("🇦", "add", later), ("🇧", "remove", later)), (("🇦", later),)
+            ),
         },
-        3: {OTHER: ShedActs(T0, "🇦", T0, (("🇦", "add", T0),))},
+        3: {OTHER: ShedActs(T0, "🇦", T0, (("🇦", "add", T0),), (("🇦", T0),))},
     }
     assert not shed.overflow
     assert queue.take_shed().messages == {}
@@ -60,7 +64,7 @@ def test_past_its_user_cap_a_message_counts_as_lost_for_everyone_and_past_its_me
     queue.offer(_event(3, USER))  # a third user: whose events message 3 lost is no longer known
     queue.offer(_event(4, USER))  # a third message: more than the record holds
     shed = queue.take_shed()
-    acts = ShedActs(T0, "🇦", T0, (("🇦", "add", T0),))
+    acts = ShedActs(T0, "🇦", T0, (("🇦", "add", T0),), (("🇦", T0),))
     assert shed.messages == {2: {USER: acts, OTHER: acts}, 3: None}
     assert shed.overflow
     queue.offer(_event(3, USER))  # a fresh record after take_shed()
@@ -341,3 +345,94 @@ async def test_a_multiple_choice_poll_whose_message_is_gone_gets_each_users_late
         h.sandbox.delete_message(message)
         await engine.reconciler.repair_marked()
         assert await h.votes(poll_id) == {USER: {1}, OTHER: {2}}
+
+
+async def _anonymous_choices(h: Harness, **values: object) -> tuple[Engine, int, int]:
+    """An engine past its start-up repair, with one anonymous multiple-choice poll posted."""
+    engine = h.engine()
+    poll_id = await h.add_poll(multiple_choice=True, anonymous=True, **values)
+    await engine.scheduler.tick()
+    message = await h.message_of(poll_id)
+    await h.drain(engine)
+    engine.reconciler.mark_all()
+    await engine.reconciler.repair_marked()
+    h.clock.advance(seconds=1)
+    return engine, poll_id, message
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+async def test_an_anonymous_multiple_choice_add_shed_counts_though_its_reaction_was_taken_back(
+    db: str, request: pytest.FixtureRequest
+) -> None:
+    """On an anonymous poll a removal never un-votes (the bot's own removals echo back as removals),
+    so the add is the vote: the repair replays it though the message no longer shows it."""
+    async with harness(request.getfixturevalue(f"{db}_url")) as h:
+        engine, poll_id, message = await _anonymous_choices(h)
+        h.sandbox.user_add_reaction(message, USER, "🇦")
+        h.sandbox.user_add_reaction(message, USER, "🇧")
+        h.sandbox.user_add_reaction(message, OTHER, "🇧")
+        await _shed(h, engine, message)
+        h.clock.advance(seconds=1)
+        h.sandbox.user_remove_reaction(message, USER, "🇦")
+        await h.drain(engine)  # the take-back: applied, it changes nothing on an anonymous poll
+        await engine.reconciler.repair_marked()
+        assert await h.votes(poll_id) == {USER: {0, 1}, OTHER: {1}}
+        assert not h.sandbox.has_reaction(message, USER, "🇧")  # recorded, then removed as always
+        await engine.reconciler.repair_marked()  # nothing left to replay: the votes stay
+        assert await h.votes(poll_id) == {USER: {0, 1}, OTHER: {1}}
+
+
+async def test_an_anonymous_multiple_choice_poll_whose_message_is_gone_gets_every_shed_add(
+    sqlite_url: str,
+) -> None:
+    """The latest shed act on 🇦 is the take-back; the add before it is still a vote."""
+    async with harness(sqlite_url) as h:
+        engine, poll_id, message = await _anonymous_choices(h)
+        h.sandbox.user_add_reaction(message, USER, "🇦")
+        h.clock.advance(seconds=1)
+        h.sandbox.user_remove_reaction(message, USER, "🇦")
+        h.sandbox.user_add_reaction(message, OTHER, "🇨")
+        await _shed(h, engine, message)
+        h.sandbox.delete_message(message)
+        await engine.reconciler.repair_marked()
+        assert await h.votes(poll_id) == {USER: {0}, OTHER: {2}}
+
+
+async def test_anonymous_shed_adds_past_max_choices_keep_the_first_taken_in(sqlite_url: str) -> None:
+    async with harness(sqlite_url) as h:
+        engine, poll_id, message = await _anonymous_choices(h, max_choices=2)
+        h.sandbox.user_add_reaction(message, USER, "🇨")
+        await h.drain(engine)  # one vote recorded: room for one more
+        h.clock.advance(seconds=1)
+        h.sandbox.user_add_reaction(message, USER, "🇧")
+        h.clock.advance(seconds=1)
+        h.sandbox.user_add_reaction(message, USER, "🇦")
+        await _shed(h, engine, message)
+        h.sandbox.delete_message(message)
+        await engine.reconciler.repair_marked()
+        assert await h.votes(poll_id) == {USER: {1, 2}}
+        # 🇦 is not replayed into a refusal (whose reaction removal would be a wasted call each time)
+        assert engine.votes.stats.actions.get("rejected_max_choices", 0) == 0
+
+
+async def test_an_event_taken_in_before_a_repairs_read_does_not_overrule_it_when_applied_after(
+    sqlite_url: str,
+) -> None:
+    """A removal waiting in the queue while the repair read the message (which already shows the
+    user's add after it) is older than the read, however late it is applied."""
+    async with harness(sqlite_url) as h:
+        engine = h.engine()
+        votes = engine.votes
+        poll_id = await h.add_poll(multiple_choice=True)
+        await engine.scheduler.tick()
+        message = await h.message_of(poll_id)
+        taken_in = h.clock.now
+        removal = dataclasses.replace(_event(message, USER), kind="remove", received_at=taken_in)
+        h.clock.advance(seconds=2)
+        read_began = h.clock.monotonic()
+        h.clock.advance(seconds=3)  # the removal is applied 5 s after it was taken in
+        await votes.apply_events([removal])
+        assert not votes.superseded(_event(message, USER), read_began)
+        later = dataclasses.replace(removal, received_at=h.clock.now - dt.timedelta(seconds=1))
+        await votes.apply_events([later])  # taken in after the read began: it wins over the read
+        assert votes.superseded(_event(message, USER), read_began)
