@@ -71,10 +71,11 @@ def test_past_its_user_cap_a_message_counts_as_lost_for_everyone_and_past_its_me
     assert queue.take_shed().messages == {3: {USER: acts}}
 
 
-async def _running_poll(h: Harness) -> tuple[Engine, int, int]:
-    """An engine past its start-up repair, with one single-choice poll posted; a second later."""
+async def _running_poll(h: Harness, **values: object) -> tuple[Engine, int, int]:
+    """An engine past its start-up repair, with one poll posted (single-choice unless ``values``
+    say otherwise); a second later."""
     engine = h.engine()
-    poll_id = await h.add_poll()
+    poll_id = await h.add_poll(**values)
     await engine.scheduler.tick()
     message = await h.message_of(poll_id)
     await h.drain(engine)  # the bot's own reactions
@@ -347,19 +348,6 @@ async def test_a_multiple_choice_poll_whose_message_is_gone_gets_each_users_late
         assert await h.votes(poll_id) == {USER: {1}, OTHER: {2}}
 
 
-async def _anonymous_choices(h: Harness, **values: object) -> tuple[Engine, int, int]:
-    """An engine past its start-up repair, with one anonymous multiple-choice poll posted."""
-    engine = h.engine()
-    poll_id = await h.add_poll(multiple_choice=True, anonymous=True, **values)
-    await engine.scheduler.tick()
-    message = await h.message_of(poll_id)
-    await h.drain(engine)
-    engine.reconciler.mark_all()
-    await engine.reconciler.repair_marked()
-    h.clock.advance(seconds=1)
-    return engine, poll_id, message
-
-
 @pytest.mark.parametrize("db", ["sqlite", "postgres"])
 async def test_an_anonymous_multiple_choice_add_shed_counts_though_its_reaction_was_taken_back(
     db: str, request: pytest.FixtureRequest
@@ -367,7 +355,7 @@ async def test_an_anonymous_multiple_choice_add_shed_counts_though_its_reaction_
     """On an anonymous poll a removal never un-votes (the bot's own removals echo back as removals),
     so the add is the vote: the repair replays it though the message no longer shows it."""
     async with harness(request.getfixturevalue(f"{db}_url")) as h:
-        engine, poll_id, message = await _anonymous_choices(h)
+        engine, poll_id, message = await _running_poll(h, multiple_choice=True, anonymous=True)
         h.sandbox.user_add_reaction(message, USER, "🇦")
         h.sandbox.user_add_reaction(message, USER, "🇧")
         h.sandbox.user_add_reaction(message, OTHER, "🇧")
@@ -387,7 +375,7 @@ async def test_an_anonymous_multiple_choice_poll_whose_message_is_gone_gets_ever
 ) -> None:
     """The latest shed act on 🇦 is the take-back; the add before it is still a vote."""
     async with harness(sqlite_url) as h:
-        engine, poll_id, message = await _anonymous_choices(h)
+        engine, poll_id, message = await _running_poll(h, multiple_choice=True, anonymous=True)
         h.sandbox.user_add_reaction(message, USER, "🇦")
         h.clock.advance(seconds=1)
         h.sandbox.user_remove_reaction(message, USER, "🇦")
@@ -400,7 +388,7 @@ async def test_an_anonymous_multiple_choice_poll_whose_message_is_gone_gets_ever
 
 async def test_anonymous_shed_adds_past_max_choices_keep_the_first_taken_in(sqlite_url: str) -> None:
     async with harness(sqlite_url) as h:
-        engine, poll_id, message = await _anonymous_choices(h, max_choices=2)
+        engine, poll_id, message = await _running_poll(h, multiple_choice=True, anonymous=True, max_choices=2)
         h.sandbox.user_add_reaction(message, USER, "🇨")
         await h.drain(engine)  # one vote recorded: room for one more
         h.clock.advance(seconds=1)
