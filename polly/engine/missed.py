@@ -135,7 +135,7 @@ class Missed:
         ]  # fmt: skip
 
     def shed_events(
-        self, poll: PollView, voted_at: Mapping[int, datetime], recorded: Mapping[int, set[int]] | None = None
+        self, poll: PollView, voted_at: Mapping[int, datetime], recorded: Mapping[int, set[int]]
     ) -> list[ReactionEvent]:
         """What this replica shed of ``poll``, as the events they were: on a single-choice poll each
         user's latest add newer than the vote, on an anonymous multiple-choice one every shed add of
@@ -151,7 +151,7 @@ class Missed:
                                  message, user, emoji, is_bot=False, received_at=at)  # fmt: skip
 
         if poll.multiple_choice and poll.anonymous:
-            return self.shed_additions(poll, recorded or {})
+            return self.shed_additions(poll, recorded)
         if poll.multiple_choice:
             acts = [(at, user, kind, emoji) for user, shed in self._lost_acts.get(message, {}).items()
                     for emoji, kind, at in shed.acts]  # fmt: skip

@@ -342,7 +342,8 @@ class Reconciler:
         # in; it is not a view of the message that a later event makes stale (a reaction taken back
         # afterwards changes neither a single-choice vote nor an anonymous multiple-choice one).
         replays = [e for e in events if e.user_id in shed_adds] + self.missed.shed_additions(poll, recorded)
-        read = [e for e in events if e.user_id not in shed_adds]
+        replayed = {(e.user_id, e.emoji) for e in replays}  # the replay records it and removes its reaction
+        read = [e for e in events if e.user_id not in shed_adds and (e.user_id, e.emoji) not in replayed]
         outcomes = await self._votes.apply_events(replays, inline=True) if replays else []
         if read:
             outcomes += await self._votes.apply_events(read, observed_at=observed_at, inline=True)
